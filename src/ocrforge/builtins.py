@@ -1,0 +1,12 @@
+"""Importing the built-in modules runs their registry decorators; configs can then name them by ``type``."""
+
+from __future__ import annotations
+
+import importlib
+
+BUILTIN_MODULES = ("ocrforge.engine.optim", "ocrforge.tasks.cls.task")
+
+
+def register_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)

@@ -1,0 +1,143 @@
+"""``ocrforge`` command line: argument parsing only; every command calls one function of the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--cfg-options", dest="overrides", nargs="+", action="extend", default=[],
+                        metavar="KEY=VALUE", help="override config keys (a.b.c=value, YAML values; +a.b=v adds a key)")
+    parser.add_argument("--plugins", metavar="DIR", help="import every module in DIR (registers user components)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocrforge", description="Train, evaluate, export and run OCR models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a config")
+    p.add_argument("config")
+    p.add_argument("--work-dir", help="put the run folder under this directory (default: work_dir in the config)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
+                   help="continue a run: the newest last.ckpt under the work dir, or CKPT")
+    p.add_argument("--load-from", metavar="CKPT", help="initialise weights only (reports missing/unexpected keys)")
+    p.add_argument("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16")
+    p.add_argument("--auto-scale-lr", action="store_true", help="scale lr linearly from auto_scale_lr.base_batch_size")
+    p.add_argument("--devices", help="devices per node (e.g. 2, or 'auto')")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    _config_args(p)
+
+    p = sub.add_parser("test", help="evaluate a checkpoint on the test split (or val)")
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("--work-dir")
+    p.add_argument("--save-preds", action="store_true", help="write predictions.jsonl")
+    p.add_argument("--show-dir", help="write pictures of predictions here")
+    _config_args(p)
+
+    p = sub.add_parser("predict", help="run a checkpoint or an ONNX model on images or folders")
+    p.add_argument("model", help="a .ckpt or an exported .onnx")
+    p.add_argument("inputs", nargs="+", help="images or folders")
+    p.add_argument("--out", help="write one JSON line per image here")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX and check parity with ONNX Runtime")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", help="output .onnx (default: next to the checkpoint)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights even if EMA weights exist")
+
+    p = sub.add_parser("config", help="config tools")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    q = csub.add_parser("print", help="print the effective config (bases merged, overrides applied, defaults)")
+    q.add_argument("config")
+    _config_args(q)
+
+    p = sub.add_parser("data", help="data tools")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser("check", help="read every sample of the configured splits and report skips by reason")
+    q.add_argument("config")
+    _config_args(q)
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "work_dir", None):
+        overrides.append(f"work_dir={args.work_dir}")
+    return load_config(args.config, overrides, plugin_dir=args.plugins)
+
+
+def _launcher_settings(args: argparse.Namespace) -> dict:
+    """Under torchrun / srun, Lightning reads ranks from the environment; we only pick DDP and the device count."""
+    import os
+
+    settings: dict = {"devices": args.devices, "num_nodes": args.num_nodes}
+    if args.launcher == "pytorch":
+        settings.update(strategy="ddp", devices=settings["devices"] or int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+                        num_nodes=settings["num_nodes"] or int(os.environ.get("GROUP_WORLD_SIZE", 1)))
+    elif args.launcher == "slurm":
+        settings.update(strategy="ddp", devices=settings["devices"] or int(os.environ.get("SLURM_NTASKS_PER_NODE", 1)),
+                        num_nodes=settings["num_nodes"] or int(os.environ.get("SLURM_NNODES", 1)))
+    if settings["devices"] is not None and str(settings["devices"]).isdigit():
+        settings["devices"] = int(settings["devices"])
+    return settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from .runners.train import train
+
+        result = train(_load(args), resume=args.resume, load_from=args.load_from, amp=args.amp,
+                       auto_scale_lr=args.auto_scale_lr, **_launcher_settings(args))
+        print(f"run folder: {result.run_dir}\nbest: {result.metrics['best']}")
+    elif args.command == "test":
+        from .runners.evaluate import test
+
+        test(_load(args), args.checkpoint, save_preds=args.save_preds, show_dir=args.show_dir)
+    elif args.command == "predict":
+        from .runners.predict import predict
+
+        result = predict(args.model, args.inputs, out=args.out, batch_size=args.batch_size, device=args.device)
+        if args.out is None:
+            for row in result["predictions"]:
+                print(json.dumps(row, ensure_ascii=False))
+        print(f"{len(result['predictions'])} predicted, skipped {result['skipped'] or 'none'}", file=sys.stderr)
+    elif args.command == "export":
+        from .export.onnx_export import export_onnx
+
+        report = export_onnx(args.checkpoint, args.out, use_ema=not args.no_ema)
+        print(json.dumps(report, indent=2))
+    elif args.command == "config":
+        from .config import to_yaml
+
+        print(to_yaml(_load(args)), end="")
+    elif args.command == "data":
+        from .runners.data_check import check_data
+
+        report = check_data(_load(args))
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import OcrforgeError
+
+    logging.getLogger("ocrforge").addHandler(logging.StreamHandler())
+    args = _build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (OcrforgeError, FileNotFoundError) as exc:
+        print(f"ocrforge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

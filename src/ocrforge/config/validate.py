@@ -1,0 +1,203 @@
+"""Check a merged config against the typed schema; every error names the source, the key path and a fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Union
+
+from ..errors import ConfigError
+from ..registry import ALL_REGISTRIES
+
+
+_MISSING = object()
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def matches_type(value: Any, tp: Any) -> bool:
+    """Lenient structural check: unknown annotation kinds pass, YAML ints pass as floats."""
+    if tp is Any or tp is inspect.Parameter.empty or tp is object:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(matches_type(value, arg) for arg in typing.get_args(tp))
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if tp is type(None) or tp is None:
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, Sequence, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return len(args) != 1 or all(matches_type(v, args[0]) for v in value)
+    if origin in (dict, Mapping) or tp is dict:
+        return isinstance(value, Mapping)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, Mapping)
+    return True  # tensors, callables, paths given as strings …: leave to the constructor
+
+
+def _closest(key: str, valid: Sequence[str]) -> str:
+    hint = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean '{hint[0]}'?" if hint else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+@dataclasses.dataclass
+class _Context:
+    provenance: dict[str, str]
+    allowed_extra: set[str]
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+    def source(self, path: str) -> str:
+        if path in self.provenance:
+            return self.provenance[path]
+        for key, src in self.provenance.items():
+            if key.startswith(path + "."):
+                return src
+        parent = path.rpartition(".")[0]
+        return self.source(parent) if parent else "defaults"
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{self.source(path)}: {path}: {message}")
+
+    def is_extra(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + ".") for p in self.allowed_extra)
+
+
+def constructor_params(obj: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
+    """Parameters a registered object accepts, their type hints, and whether it takes ``**kwargs``."""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return {}, {}, True
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # annotations of third-party classes may not resolve; skip type checks for them
+        hints = {}
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) and n != "self"
+    }
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    return params, hints, var_kw
+
+
+def _check_registry_node(node: Any, registry: str, extra: type | None, path: str, ctx: _Context,
+                         injected: Sequence[str] = ()) -> None:
+    if node is None:
+        return
+    if not isinstance(node, Mapping):
+        ctx.error(path, f"expected a mapping with a 'type' key, got {type(node).__name__} {node!r}")
+        return
+    reg = ALL_REGISTRIES[registry]
+    if "type" not in node:
+        ctx.error(path, f"missing 'type' (a {registry} name, one of: {', '.join(reg.names())})")
+        return
+    try:
+        obj = reg.get(node["type"])
+    except KeyError as exc:
+        ctx.error(f"{path}.type", str(exc.args[0]))
+        return
+    params, hints, var_kw = constructor_params(obj)
+    extra_fields = {f.name: f for f in dataclasses.fields(extra)} if extra else {}
+    extra_hints = typing.get_type_hints(extra) if extra else {}
+    children: dict[str, str] = getattr(obj, "config_children", {})
+    # Arguments the task fills in itself (e.g. num_classes from the class list) are not config keys.
+    injected = (*injected, *getattr(obj, "config_injected", ()))
+    valid = [k for k in params if k not in injected] + list(extra_fields) + ["type"]
+    for key, value in node.items():
+        sub = f"{path}.{key}"
+        if key == "type" or ctx.is_extra(sub):
+            continue
+        if key in extra_fields:
+            _check_field(value, extra_fields[key], extra_hints[key], sub, ctx)
+        elif key in children:
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    _check_registry_node(item, children[key], None, f"{sub}.{i}", ctx)
+            else:
+                _check_registry_node(value, children[key], None, sub, ctx)
+        elif key in params and key not in injected:
+            hint = hints.get(key, params[key].annotation)
+            if not matches_type(value, hint):
+                ctx.error(sub, f"expected {_type_name(hint)}, got {type(value).__name__} {value!r}")
+        elif not var_kw:
+            ctx.error(sub, f"unknown key for {registry} '{node['type']}'{_closest(key, valid)}")
+    for name, param in params.items():
+        if param.default is inspect.Parameter.empty and name not in node and name not in injected:
+            ctx.error(f"{path}.{name}", f"required by {registry} '{node['type']}' but not set")
+
+
+def _check_field(value: Any, fld: dataclasses.Field, hint: Any, path: str, ctx: _Context) -> None:
+    if "registry" in fld.metadata:
+        _check_registry_node(value, fld.metadata["registry"], fld.metadata.get("extra"), path, ctx,
+                             fld.metadata.get("injected", ()))
+    elif "registry_list" in fld.metadata:
+        if not isinstance(value, list):
+            ctx.error(path, f"expected a list of {{type: ...}} mappings, got {type(value).__name__}")
+            return
+        for i, item in enumerate(value):
+            _check_registry_node(item, fld.metadata["registry_list"], None, f"{path}.{i}", ctx)
+    elif dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        check_dataclass(value, hint, path, ctx)
+    elif not matches_type(value, hint):
+        ctx.error(path, f"expected {_type_name(hint)}, got {type(value).__name__} {value!r}")
+
+
+def check_dataclass(node: Mapping, schema: type, path: str, ctx: _Context) -> None:
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    for key, value in node.items():
+        sub = f"{path}.{key}" if path else str(key)
+        if ctx.is_extra(sub) or key == "data" and not path:
+            continue
+        if key not in fields:
+            where = f"in '{path}'" if path else "at the top level"
+            ctx.error(sub, f"unknown key {where}{_closest(str(key), list(fields))}")
+            continue
+        _check_field(value, fields[key], hints[key], sub, ctx)
+
+
+def validate(cfg: Mapping, provenance: dict[str, str], allowed_extra: set[str]) -> None:
+    """Raise ConfigError listing every unknown key, wrong type and unknown registry name in ``cfg``."""
+    from .schema import RootSchema
+
+    ctx = _Context(provenance, allowed_extra)
+    check_dataclass(cfg, RootSchema, "", ctx)
+    task_name = cfg.get("task")
+    task_cls = None
+    if isinstance(task_name, str):
+        try:
+            task_cls = ALL_REGISTRIES["task"].get(task_name)
+        except KeyError as exc:
+            ctx.error("task", str(exc.args[0]))
+    if task_cls is not None:
+        data = cfg.get("data") or {}
+        if not isinstance(data, Mapping):
+            ctx.error("data", f"expected a mapping, got {type(data).__name__}")
+        else:
+            check_dataclass(data, task_cls.data_schema, "data", ctx)
+    if ctx.errors:
+        lines = "\n  ".join(ctx.errors)
+        raise ConfigError(f"invalid config ({len(ctx.errors)} problem{'s' * (len(ctx.errors) > 1)}):\n  {lines}")

@@ -1,0 +1,1 @@
+"""Shared data pieces: image reading with counted skips, label files, fonts, collation."""

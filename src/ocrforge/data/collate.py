@@ -1,0 +1,50 @@
+"""Per-sample seeding, skip-safe sample access, and collation that counts what was skipped and why."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from .images import SampleSkipped
+
+SKIP_KEY = "_skipped"
+
+
+class SkipSafeDataset(Dataset):
+    """Takes ``(epoch, index)``; seeds the RNGs from (seed, epoch, index) so augmentation is reproducible on resume
+    and across worker counts; turns ``SampleSkipped`` into a marker that the collate function counts and drops."""
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        sample_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+        random.seed(sample_seed)
+        np.random.seed(sample_seed)
+        torch.manual_seed(sample_seed)
+        try:
+            return self.dataset[index]
+        except SampleSkipped as exc:
+            return {SKIP_KEY: exc.reason}
+
+
+def make_collate(inner: Callable[[list[dict]], dict] = default_collate) -> Callable[[Sequence[dict]], dict]:
+    def collate(samples: Sequence[dict]) -> dict:
+        skipped = Counter(s[SKIP_KEY] for s in samples if SKIP_KEY in s)
+        kept = [s for s in samples if SKIP_KEY not in s]
+        batch = inner(kept) if kept else {}
+        batch[SKIP_KEY] = dict(skipped)
+        batch["batch_size"] = torch.tensor(len(kept))
+        return batch
+
+    return collate

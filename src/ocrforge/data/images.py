@@ -1,0 +1,41 @@
+"""Image reading that reports why a sample is unusable instead of raising from deep inside a worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+class SampleSkipped(Exception):
+    """Raised by a dataset for a sample that must be left out; ``reason`` is the counter key."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def decode_image(data: bytes | np.ndarray, source: str = "") -> np.ndarray:
+    """Decode encoded bytes to an RGB uint8 HxWx3 array, or raise SampleSkipped('unreadable_image')."""
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if image is None or image.size == 0:
+        raise SampleSkipped("unreadable_image", source)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8; non-ASCII paths work (np.fromfile + imdecode, not cv2.imread)."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise SampleSkipped("missing_image", f"{path}: {exc.strerror}") from None
+    return decode_image(data, str(path))
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    root = Path(folder)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -1,0 +1,1 @@
+"""Lightning glue: the generic LightningModule, callbacks, optimisers, run folders, checkpoints, trainer."""

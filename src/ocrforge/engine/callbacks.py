@@ -1,0 +1,142 @@
+"""Callbacks: EMA of weights, RNG state in checkpoints, pre-emption save, one-line epoch summaries."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from timm.utils import ModelEmaV3
+
+
+class EMACallback(L.Callback):
+    """Exponential moving average of ``pl_module.model`` (timm's ModelEmaV3), updated after every optimiser step.
+
+    Validation runs on the EMA weights (swapped in and out around the loop); the EMA weights are saved in the
+    checkpoint as ``ema_state_dict`` so that test, predict and export use them, and restored exactly on resume.
+    """
+
+    def __init__(self, decay: float = 0.999, warmup: bool = True) -> None:
+        self.decay, self.warmup = decay, warmup
+        self.ema: ModelEmaV3 | None = None
+        self._pending: dict | None = None
+        self._backup: dict[str, torch.Tensor] | None = None
+        self._last_step = -1
+
+    def _ensure(self, pl_module: L.LightningModule) -> ModelEmaV3:
+        if self.ema is None:
+            self.ema = ModelEmaV3(pl_module.model, decay=self.decay, use_warmup=self.warmup)
+            if self._pending is not None:
+                self.ema.module.load_state_dict(self._pending)
+                self._pending = None
+        return self.ema
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ensure(pl_module).module.to(pl_module.device)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step != self._last_step:  # only after a real optimiser step (accumulation, skips)
+            self._last_step = trainer.global_step
+            self._ensure(pl_module).update(pl_module.model, step=trainer.global_step)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.ema is None or trainer.sanity_checking:
+            return
+        self._backup = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+        pl_module.model.load_state_dict(self.ema.module.state_dict())
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._backup is not None:
+            pl_module.model.load_state_dict(self._backup)
+            self._backup = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self.ema is not None:
+            checkpoint["ema_state_dict"] = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
+            checkpoint["ema_decay"] = self.decay
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        state = checkpoint.get("ema_state_dict")
+        if state is None:
+            return
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state)
+        else:
+            self._pending = state
+
+
+class RNGStateCallback(L.Callback):
+    """Saves and restores the Python, NumPy and torch RNG states so a resumed run draws what it would have.
+
+    Restoring waits for ``on_train_start``: the sanity validation that Lightning runs first would otherwise
+    consume random numbers that the uninterrupted run never drew.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is None:
+            return
+        state_dict, self._pending = self._pending, None
+        random.setstate(state_dict["python"])
+        np.random.set_state(state_dict["numpy"])
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class PreemptionCallback(L.Callback):
+    """On SIGTERM (SLURM pre-emption, ``kill``) Lightning stops after the current batch; save ``last.ckpt`` then."""
+
+    def __init__(self, checkpoint_dir: Path) -> None:
+        self.path = Path(checkpoint_dir) / "last.ckpt"
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
+            rank_zero_info(f"SIGTERM: saved {self.path} at step {trainer.global_step}; continue with --resume")
+
+
+class EpochSummary(L.Callback):
+    """One line per epoch: losses, validation metrics, learning rate, time, throughput and skipped samples."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._samples = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._samples += int(batch["batch_size"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        elapsed = time.perf_counter() - self._start
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {trainer.global_step}"]
+        for key in sorted(metrics):
+            if (key.startswith("train/") and key.endswith("_epoch")) or (
+                    key.startswith("val/") and "class_acc" not in key):
+                parts.append(f"{key.removesuffix('_epoch')} {float(metrics[key]):.4g}")
+        if trainer.optimizers:
+            parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
+        parts.append(f"{elapsed:.1f}s")
+        parts.append(f"{self._samples / max(elapsed, 1e-9):.0f} samples/s")
+        skipped = sum(pl_module.skipped.values())
+        if skipped:
+            parts.append(f"skipped {skipped} {dict(pl_module.skipped)}")
+        rank_zero_info(" | ".join(parts))

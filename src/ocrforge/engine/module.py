@@ -1,0 +1,109 @@
+"""The one LightningModule: what to compute comes from the task; how to run it comes from the Trainer."""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.collate import SKIP_KEY
+from ..registry import OPTIMIZERS, SCHEDULERS, TASKS
+from ..tasks.base import Task
+
+
+def build_task(cfg: DictConfig) -> Task:
+    from ..builtins import register_builtins
+
+    register_builtins()
+    return TASKS.get(cfg.task)(cfg)
+
+
+class TaskModule(L.LightningModule):
+    """Generic training/validation/test steps over a Task. The effective config is saved in every checkpoint."""
+
+    def __init__(self, config: dict[str, Any], lr_scale: float = 1.0) -> None:
+        super().__init__()
+        self.cfg = OmegaConf.create(config)
+        self.task = build_task(self.cfg)  # may resolve derived values (e.g. class names) into self.cfg
+        self.save_hyperparameters({"config": OmegaConf.to_container(self.cfg), "lr_scale": lr_scale})
+        self.lr_scale = lr_scale
+        self.model = self.task.build_model()
+        self.criterion = self.task.build_loss()
+        self.val_metric = self.task.build_metric()
+        self.test_metric = self.task.build_metric()
+        self.skipped: Counter = Counter()
+        self.nonfinite_streak = 0
+        self.test_predictions: list[dict] = []
+
+    # --- steps ----------------------------------------------------------------------------------------------
+    def _count_skips(self, batch: dict) -> int:
+        self.skipped.update(batch.get(SKIP_KEY, {}))
+        return int(batch["batch_size"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        size = self._count_skips(batch)
+        if size == 0:
+            return None
+        outputs = self.task.forward_train(self.model, batch)
+        losses = self.criterion(outputs, batch)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            # Not trained on: returning None skips backward and the optimiser step for this batch.
+            self.nonfinite_streak += 1
+            self.log("train/nonfinite_losses", float(self.nonfinite_streak), batch_size=size)
+            if self.nonfinite_streak > self.cfg.train.max_nonfinite_steps:
+                raise FloatingPointError(
+                    f"{self.nonfinite_streak} consecutive non-finite losses at step {self.global_step}: lower the "
+                    "learning rate, enable gradient clipping (train.gradient_clip_val) or check the data")
+            return None
+        self.nonfinite_streak = 0
+        for key, value in losses.items():
+            self.log(f"train/{key}", value.detach(), on_step=True, on_epoch=True, prog_bar=key == "loss",
+                     batch_size=size)
+        return loss
+
+    def _eval_step(self, batch: dict, metric: Any, prefix: str) -> dict[str, torch.Tensor] | None:
+        size = self._count_skips(batch)
+        if size == 0:
+            return None
+        outputs = self.task.forward_eval(self.model, batch)
+        loss = self.criterion(outputs, batch)["loss"]
+        self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=size)
+        metric.update(outputs, batch)
+        return outputs
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metric, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        outputs = self._eval_step(batch, self.test_metric, "test")
+        if outputs is not None:
+            self.test_predictions.extend(self.task.predictions(outputs, batch))
+
+    def _log_metric(self, metric: Any, prefix: str) -> None:
+        values = self.task.rename_metrics(metric.compute())
+        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=False)
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metric(self.val_metric, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metric(self.test_metric, "test")
+
+    # --- optimisation ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        spec = OmegaConf.to_container(self.cfg.optimizer)
+        if self.lr_scale != 1.0:  # --auto-scale-lr
+            default_lr = inspect.signature(OPTIMIZERS.get(spec["type"])).parameters["lr"].default
+            spec["lr"] = spec.get("lr", default_lr) * self.lr_scale
+        optimizer = OPTIMIZERS.build(spec, params=self.model.named_parameters())
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        scheduler = SCHEDULERS.build(OmegaConf.to_container(self.cfg.scheduler), optimizer=optimizer,
+                                     total_steps=total, steps_per_epoch=max(1, total // epochs))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,98 @@
+"""Optimisers and per-iteration LR schedules, registered so configs name them by ``type``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+from ..registry import OPTIMIZERS, SCHEDULERS
+
+
+def _param_groups(params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
+    """No weight decay on norms and biases (1-D tensors), the usual recipe for timm backbones."""
+    decay, no_decay = [], []
+    for _, p in params:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params, lr: float = 1e-3, weight_decay: float = 0.05, betas: list[float] = (0.9, 0.999),
+          eps: float = 1e-8) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(_param_groups(params, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+
+
+@OPTIMIZERS.register("adam")
+def adam(params, lr: float = 1e-3, weight_decay: float = 0.0, betas: list[float] = (0.9, 0.999),
+         eps: float = 1e-8) -> torch.optim.Optimizer:
+    return torch.optim.Adam(_param_groups(params, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params, lr: float = 0.01, weight_decay: float = 1e-4, momentum: float = 0.9,
+        nesterov: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.SGD(_param_groups(params, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+def _warmup_steps(total_steps: int, warmup_steps: int, warmup_ratio: float) -> int:
+    return min(total_steps, max(warmup_steps, int(round(warmup_ratio * total_steps))))
+
+
+# Schedulers take (optimizer, total_steps, steps_per_epoch) from the engine; the rest comes from the config.
+@SCHEDULERS.register("cosine")
+def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_steps: int = 0, warmup_ratio: float = 0.0,
+           min_lr_ratio: float = 0.0) -> LRScheduler:
+    """Linear warm-up from 0, then half a cosine down to ``min_lr_ratio`` × lr."""
+    warm = _warmup_steps(total_steps, warmup_steps, warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+@SCHEDULERS.register("poly")
+def poly(optimizer, total_steps: int, steps_per_epoch: int, power: float = 0.9, warmup_steps: int = 0,
+         warmup_ratio: float = 0.0) -> LRScheduler:
+    """DBNet's schedule: lr × (1 − t/T)^power after an optional linear warm-up."""
+    warm = _warmup_steps(total_steps, warmup_steps, warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, 1 - (step - warm) / max(1, total_steps - warm)) ** power
+
+    return LambdaLR(optimizer, factor)
+
+
+@SCHEDULERS.register("onecycle")
+def onecycle(optimizer, total_steps: int, steps_per_epoch: int, pct_start: float = 0.1, div_factor: float = 25.0,
+             final_div_factor: float = 1e4, anneal_strategy: str = "cos") -> LRScheduler:
+    max_lr = [group["lr"] for group in optimizer.param_groups]
+    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(total_steps, 1), pct_start=pct_start,
+                      div_factor=div_factor, final_div_factor=final_div_factor, anneal_strategy=anneal_strategy)
+
+
+@SCHEDULERS.register("multistep")
+def multistep(optimizer, total_steps: int, steps_per_epoch: int, milestones: list[int] = (), gamma: float = 0.1,
+              by_epoch: bool = True, warmup_steps: int = 0) -> LRScheduler:
+    """Multiply by ``gamma`` at each milestone (epochs when ``by_epoch``, else steps), stepped per iteration."""
+    steps = sorted(m * steps_per_epoch if by_epoch else m for m in milestones)
+
+    def factor(step: int) -> float:
+        warm = (step + 1) / warmup_steps if step < warmup_steps else 1.0
+        return warm * gamma ** sum(step >= m for m in steps)
+
+    return LambdaLR(optimizer, factor)
+
+
+@SCHEDULERS.register("constant")
+def constant(optimizer, total_steps: int, steps_per_epoch: int, warmup_steps: int = 0) -> LRScheduler:
+    return LambdaLR(optimizer, lambda step: (step + 1) / warmup_steps if step < warmup_steps else 1.0)

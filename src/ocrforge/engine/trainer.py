@@ -1,0 +1,101 @@
+"""Build the Lightning Trainer (how to run) from the config: precision, loggers, checkpoints, callbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from omegaconf import DictConfig
+
+from .callbacks import EMACallback, EpochSummary, PreemptionCallback, RNGStateCallback
+from .checkpoint import AtomicCheckpointIO
+
+
+def amp_precision() -> str:
+    """``--amp``: bf16 where the device has it (recent GPUs, CPUs), else fp16 with a grad scaler."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed"
+
+
+def checkpoint_filename(monitor: str | None) -> str:
+    if not monitor:
+        return "epoch={epoch}-step={step}"
+    short = monitor.replace("/", "_")
+    return f"epoch={{epoch}}-{short}={{{monitor}:.4f}}"
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
+    from lightning.pytorch import loggers
+
+    log_cfg = cfg.logging
+    out: list[Any] = []
+    if log_cfg.tensorboard:
+        out.append(loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", default_hp_metric=False))
+    if log_cfg.csv:
+        out.append(loggers.CSVLogger(save_dir=str(run_dir), name="csv"))
+    if log_cfg.wandb.enabled:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise RuntimeError("logging.wandb.enabled needs the wandb package: pip install 'ocrforge[wandb]'") from None
+        out.append(loggers.WandbLogger(save_dir=str(run_dir), project=log_cfg.wandb.project or cfg.project,
+                                       name=run_dir.name, offline=log_cfg.wandb.offline))
+    if log_cfg.mlflow.enabled:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            raise RuntimeError("logging.mlflow.enabled needs the mlflow package: pip install 'ocrforge[mlflow]'") from None
+        uri = log_cfg.mlflow.tracking_uri or (run_dir / "mlruns").resolve().as_uri()
+        out.append(loggers.MLFlowLogger(experiment_name=log_cfg.mlflow.experiment or cfg.project,
+                                        run_name=run_dir.name, tracking_uri=uri))
+    return out
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str], *,
+                  precision: str | None = None, devices: Any = None, num_nodes: int | None = None,
+                  strategy: str | None = None) -> L.Trainer:
+    t = cfg.train
+    ckpt_dir = run_dir / "checkpoints"
+    metric, mode = monitor
+    checkpointing = ModelCheckpoint(
+        dirpath=str(ckpt_dir), filename=checkpoint_filename(metric), monitor=metric, mode=mode,
+        save_top_k=cfg.checkpoint.save_top_k if metric else 1, save_last=cfg.checkpoint.save_last,
+        every_n_epochs=cfg.checkpoint.every_n_epochs, auto_insert_metric_name=False,
+    )
+    callbacks: list[L.Callback] = [checkpointing, RNGStateCallback(), PreemptionCallback(ckpt_dir), EpochSummary()]
+    if cfg.ema.enabled:
+        callbacks.insert(0, EMACallback(cfg.ema.decay, cfg.ema.warmup))
+    loggers = build_loggers(cfg, run_dir)
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if t.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
+    return L.Trainer(
+        default_root_dir=str(run_dir),
+        max_epochs=t.max_epochs if t.max_epochs is not None else -1,
+        max_steps=t.max_steps,
+        precision=precision or str(t.precision),
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        gradient_clip_algorithm=t.gradient_clip_algorithm,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        accelerator=t.accelerator,
+        devices=devices if devices is not None else t.devices,
+        num_nodes=num_nodes or t.num_nodes,
+        strategy=strategy or t.strategy,
+        deterministic=cfg.deterministic,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # engine/data.py shards itself (epoch-seeded, unpadded evaluation)
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=True,
+    )

@@ -1,0 +1,1 @@
+"""ONNX export with a parity check, and ONNX Runtime inference that needs no torch."""

@@ -1,0 +1,42 @@
+"""ONNX Runtime inference driven by the model's own metadata. Imports numpy, OpenCV and onnxruntime only."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+# Each task's numpy-only pre/post-processing module: prepare(image, meta) and decode_outputs(outputs, meta).
+INFERENCE_MODULES = {"cls": "ocrforge.tasks.cls.inference"}
+
+
+def inference_module(task: str) -> ModuleType:
+    if task not in INFERENCE_MODULES:
+        raise ValueError(f"no inference code for task '{task}' (known: {', '.join(INFERENCE_MODULES)})")
+    return importlib.import_module(INFERENCE_MODULES[task])
+
+
+class OnnxModel:
+    """An exported model plus the preprocessing its metadata describes."""
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        self.session = ort.InferenceSession(str(path), providers=providers or ort.get_available_providers())
+        raw = self.session.get_modelmeta().custom_metadata_map
+        if "ocrforge" not in raw:
+            raise ValueError(f"{path} has no ocrforge metadata; export it with `ocrforge export`")
+        self.meta: dict[str, Any] = json.loads(raw["ocrforge"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.processing = inference_module(self.meta["task"])
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})
+        return dict(zip(self.output_names, outputs, strict=True))

@@ -1,0 +1,1 @@
+"""Shared building blocks: backbones (timm adapters), necks, heads."""

@@ -1,0 +1,77 @@
+"""``test(cfg, ckpt)``: metrics on the test split (or val), predictions and pictures in a ``_test`` run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import to_yaml
+from ..engine.checkpoint import load_weights_report, model_state, read_checkpoint
+from ..engine.data import TaskDataModule
+from ..engine.module import TaskModule
+from ..registry import TASKS
+from ..builtins import register_builtins
+from ..errors import CheckpointError
+from ..engine.rundir import environment_info, new_run_dir, write_json
+
+
+def module_from_checkpoint(ckpt_path: str | Path, cfg: DictConfig | None = None,
+                           use_ema: bool = True) -> tuple[TaskModule, dict]:
+    """A TaskModule with the checkpoint's weights; its config is the checkpoint's unless ``cfg`` is given.
+
+    Values the training run derived (class names …) are taken from the checkpoint when ``cfg`` leaves them empty,
+    so evaluation on a subset never re-numbers the classes.
+    """
+    checkpoint = read_checkpoint(ckpt_path)
+    stored = (checkpoint.get("hyper_parameters") or {}).get("config")
+    if cfg is None:
+        if stored is None:
+            raise CheckpointError(f"{ckpt_path} holds no ocrforge config; pass the config file as well")
+        config = stored
+    else:
+        config = OmegaConf.to_container(cfg)
+        if stored is not None:
+            register_builtins()
+            TASKS.get(config["task"]).adopt_from_checkpoint(config, stored)
+    module = TaskModule(config)
+    report = load_weights_report(module.model, model_state(checkpoint, use_ema))
+    problems = {k: v for k, v in report.items() if k != "loaded" and v}
+    if problems:
+        raise CheckpointError(f"{ckpt_path} does not fit this model: {problems}")
+    return module, checkpoint
+
+
+def test(cfg: DictConfig, ckpt_path: str | Path, *, save_preds: bool = False, show_dir: str | Path | None = None,
+         devices: Any = None) -> dict[str, Any]:
+    module, checkpoint = module_from_checkpoint(ckpt_path, cfg)
+    cfg = module.cfg
+    out_dir = new_run_dir(cfg.work_dir, cfg.project, cfg.exp_name, suffix="_test")
+    (out_dir / "config.yaml").write_text(to_yaml(cfg))
+    write_json(out_dir / "env.json", {**environment_info(), "checkpoint": str(ckpt_path),
+                                      "ema_weights": "ema_state_dict" in checkpoint})
+    trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=devices or 1, precision=str(cfg.train.precision),
+                        logger=False, enable_checkpointing=False, default_root_dir=str(out_dir),
+                        enable_progress_bar=cfg.train.progress_bar, use_distributed_sampler=False)
+    datamodule = TaskDataModule(module.task)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = {k.removeprefix("test/"): float(v) for k, v in trainer.callback_metrics.items()}
+    skipped = dict(module.skipped)
+    raw = module.task.raw_dataset("test") if hasattr(module.task, "raw_dataset") else None
+    result = {"checkpoint": str(ckpt_path), "metrics": metrics, "skipped_samples": {
+        "while_indexing": dict(getattr(raw, "skipped_at_init", {}) or {}), "while_loading": skipped}}
+    write_json(out_dir / "metrics.json", result)
+    predictions = module.test_predictions
+    if save_preds:
+        with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as handle:
+            for pred in predictions:
+                handle.write(json.dumps(pred, ensure_ascii=False) + "\n")
+    module.task.save_test_artifacts(metrics, predictions, out_dir, Path(show_dir) if show_dir else None)
+    rank_zero_info(" | ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "class_acc" not in k))
+    rank_zero_info(f"test results in {out_dir}")
+    result["run_dir"] = str(out_dir)
+    return result

@@ -1,0 +1,141 @@
+"""``train(cfg)``: run folder, seeding, resume / load-from, Lightning fit, metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import to_yaml
+from ..engine.checkpoint import load_weights_report, model_state, read_checkpoint
+from ..engine.data import TaskDataModule
+from ..engine.module import TaskModule
+from ..engine.rundir import (RUN_DIR_ENV, environment_info, find_latest_checkpoint, new_run_dir,
+                             run_dir_of_checkpoint, write_json)
+from ..engine.trainer import amp_precision, build_trainer
+from ..errors import CheckpointError, ConfigError
+
+log = logging.getLogger("ocrforge")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0 and int(
+        os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+def resolve_resume(resume: str | bool | None, work_dir: str) -> Path | None:
+    """``True``/'auto': newest ``last.ckpt`` under the work dir; a path: that file; None/False: no resume."""
+    if not resume:
+        return None
+    if resume is True or resume == "auto":
+        found = find_latest_checkpoint(work_dir)
+        if found is None:
+            raise CheckpointError(f"--resume: no last.ckpt found under work dir '{work_dir}'")
+        return found
+    path = Path(resume)
+    if not path.is_file():
+        raise CheckpointError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+def _lr_scale(cfg: DictConfig, devices: int) -> float:
+    base = cfg.auto_scale_lr.base_batch_size
+    if not base:
+        raise ConfigError("--auto-scale-lr needs auto_scale_lr.base_batch_size in the config")
+    effective = cfg.data.train.batch_size * devices * cfg.train.accumulate_grad_batches
+    scale = effective / base
+    rank_zero_info(f"auto-scale-lr: effective batch {effective} / base {base} -> lr x {scale:.4g}")
+    return scale
+
+
+def _report_dataset_skips(datamodule: TaskDataModule) -> dict[str, dict[str, int]]:
+    report = {}
+    for split in ("train", "val"):
+        raw = getattr(datamodule.task, "raw_dataset", lambda s: None)(split)
+        skips = dict(getattr(raw, "skipped_at_init", {}) or {})
+        if skips:
+            report[split] = skips
+            rank_zero_info(f"data.{split}: left out while indexing: {skips}")
+    return report
+
+
+def train(cfg: DictConfig, *, resume: str | bool | None = None, load_from: str | None = None, amp: bool = False,
+          auto_scale_lr: bool = False, devices: Any = None, num_nodes: int | None = None,
+          strategy: str | None = None) -> TrainResult:
+    """Train ``cfg`` (a config from ``load_config``) and return where the run went and what it reached."""
+    L.seed_everything(cfg.seed, workers=True)
+    resume_path = resolve_resume(resume, cfg.work_dir)
+    previous = run_dir_of_checkpoint(resume_path) if resume_path else None
+    inherited = os.environ.get(RUN_DIR_ENV)
+    # A resumed run continues in its own folder; a fresh one never reuses an earlier folder.
+    run_dir = previous or new_run_dir(cfg.work_dir, cfg.project, cfg.exp_name)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        return _fit(cfg, run_dir, resume_path, load_from, amp, auto_scale_lr, devices, num_nodes, strategy)
+    finally:
+        if inherited is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: str | None, amp: bool,
+         auto_scale_lr: bool, devices: Any, num_nodes: int | None, strategy: str | None) -> TrainResult:
+
+    world = (int(devices) if str(devices).isdigit() else 1) * (num_nodes or cfg.train.num_nodes)
+    module = TaskModule(OmegaConf.to_container(cfg), lr_scale=_lr_scale(cfg, world) if auto_scale_lr else 1.0)
+    cfg = module.cfg  # now with values the task derived (e.g. class names)
+    if _is_rank_zero():
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        env = environment_info()
+        env.update(seed=cfg.seed, resumed_from=str(resume_path) if resume_path else None, load_from=load_from)
+        write_json(run_dir / ("env.json" if resume_path is None else f"env_resume_{int(time.time())}.json"), env)
+    rank_zero_info(f"run folder: {run_dir}")
+
+    source = load_from or cfg.get("load_from")
+    if source and resume_path is None:
+        report = load_weights_report(module.model, model_state(read_checkpoint(source)))
+        rank_zero_info(f"load-from {source}: {len(report['loaded'])} tensors loaded, missing {report['missing']}, "
+                       f"unexpected {report['unexpected']}, shape-mismatched {report['shape_mismatched']}")
+        if _is_rank_zero():
+            write_json(run_dir / "load_from_report.json", {"source": str(source), **report})
+
+    datamodule = TaskDataModule(module.task)
+    has_val = datamodule.task.build_dataset("val") is not None
+    monitor = (cfg.checkpoint.monitor, cfg.checkpoint.mode) if cfg.checkpoint.monitor else (
+        module.task.default_monitor() if has_val else (None, "max"))
+    trainer = build_trainer(cfg, run_dir, monitor, precision=amp_precision() if amp else None, devices=devices,
+                            num_nodes=num_nodes, strategy=strategy)
+    init_skips = _report_dataset_skips(datamodule)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_path) if resume_path else None)
+
+    ckpt_cb = trainer.checkpoint_callback
+    best_score = ckpt_cb.best_model_score if ckpt_cb is not None else None
+    metrics = {
+        "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "best": {"monitor": monitor[0], "mode": monitor[1],
+                 "score": float(best_score) if best_score is not None else None,
+                 "checkpoint": ckpt_cb.best_model_path if ckpt_cb is not None else None},
+        "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+        "train_seconds_this_session": round(time.perf_counter() - started, 2),
+        "skipped_samples": {"while_indexing": init_skips, "while_loading": dict(module.skipped)},
+        "precision": str(trainer.precision),
+    }
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+    return TrainResult(run_dir, metrics["best"]["checkpoint"] or None, str(last) if last.exists() else None, metrics)

@@ -1,0 +1,1 @@
+"""Image / document classification: document type, page and text-line orientation."""

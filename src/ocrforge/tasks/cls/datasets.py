@@ -1,0 +1,85 @@
+"""Classification datasets: class-per-folder trees and ``path<TAB>class`` files. Samples are raw RGB arrays."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from ...data.images import read_image
+from ...data.label_files import DataError, read_label_file
+from ...data.images import IMAGE_SUFFIXES
+from ...registry import DATASETS
+
+
+class _FileListDataset(Dataset):
+    """Shared sample access: a list of (image path, class index); unknown classes were counted at init."""
+
+    config_injected = ("classes",)
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[str, int]] = []
+        self.skipped_at_init: Counter = Counter()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        return {"image": read_image(path), "label": label, "path": path}
+
+    def _keep(self, items: Sequence[tuple[str, str]], classes: Sequence[str], where: str) -> None:
+        lookup = {name: i for i, name in enumerate(classes)}
+        for path, name in items:
+            if name in lookup:
+                self.samples.append((path, lookup[name]))
+            else:
+                self.skipped_at_init["label_not_in_classes"] += 1
+        if not self.samples:
+            raise DataError(f"{where}: no usable samples (skipped: {dict(self.skipped_at_init) or 'none'})")
+
+
+@DATASETS.register("ImageFolder")
+class ImageFolderDataset(_FileListDataset):
+    """``root/<class name>/**/<image>``; folders not in ``classes`` are counted as ``label_not_in_classes``."""
+
+    def __init__(self, root: str, classes: Sequence[str] | None = None) -> None:
+        super().__init__()
+        folder = Path(root)
+        if not folder.is_dir():
+            raise DataError(f"image folder not found: {root}")
+        classes = list(classes) if classes else self.discover_classes(root)
+        items = [(str(p), p.relative_to(folder).parts[0]) for p in sorted(folder.rglob("*"))
+                 if p.suffix.lower() in IMAGE_SUFFIXES and len(p.relative_to(folder).parts) > 1]
+        self._keep(items, classes, f"image folder {root}")
+
+    @staticmethod
+    def discover_classes(root: str, **_: Any) -> list[str]:
+        folder = Path(root)
+        if not folder.is_dir():
+            raise DataError(f"image folder not found: {root}")
+        names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not names:
+            raise DataError(f"image folder {root} has no class sub-folders")
+        return names
+
+
+@DATASETS.register("ClsLabelFile")
+class LabelFileDataset(_FileListDataset):
+    """One or more ``path<TAB>class`` files; image paths relative to ``data_root`` (default: each file's folder)."""
+
+    def __init__(self, label_files: list[str], data_root: str | None = None,
+                 classes: Sequence[str] | None = None) -> None:
+        super().__init__()
+        classes = list(classes) if classes else self.discover_classes(label_files, data_root)
+        items = []
+        for file in label_files:
+            items += read_label_file(file, data_root, self.skipped_at_init)
+        self._keep(items, classes, f"label files {', '.join(label_files)}")
+
+    @staticmethod
+    def discover_classes(label_files: list[str], data_root: str | None = None, **_: Any) -> list[str]:
+        return sorted({label for f in label_files for _, label in read_label_file(f, data_root)})

@@ -1,0 +1,65 @@
+"""Classification pre- and post-processing in numpy + OpenCV only, shared by the PyTorch and ONNX Runtime paths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+
+def preprocess(image: np.ndarray, size: Sequence[int], mean: Sequence[float], std: Sequence[float],
+               keep_ratio: bool = False) -> np.ndarray:
+    """RGB uint8 HxWx3 -> normalised float32 3xHxW at ``size`` = (H, W).
+
+    ``keep_ratio`` letterboxes with the image's own border colour (median of the edge pixels) rather than black,
+    so padding looks like the page around the content.
+    """
+    height, width = int(size[0]), int(size[1])
+    if keep_ratio:
+        h, w = image.shape[:2]
+        scale = min(height / h, width / w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+        canvas = np.empty((height, width, 3), dtype=np.uint8)
+        canvas[:] = np.median(edge, axis=0).astype(np.uint8)
+        top, left = (height - nh) // 2, (width - nw) // 2
+        canvas[top:top + nh, left:left + nw] = resized
+        image = canvas
+    else:
+        shrink = image.shape[0] > height or image.shape[1] > width
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    out = (image.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def decode(logits: np.ndarray, classes: Sequence[str], top_k: int = 5) -> list[dict]:
+    """Logits [N, C] -> per-sample {label, class_id, score, top_k: [[label, score], …]}."""
+    probs = softmax(np.asarray(logits, dtype=np.float64))
+    k = min(top_k, probs.shape[1])
+    order = np.argsort(-probs, axis=1)[:, :k]
+    results = []
+    for row, idx in zip(probs, order, strict=True):
+        results.append({
+            "label": str(classes[idx[0]]),
+            "class_id": int(idx[0]),
+            "score": float(row[idx[0]]),
+            "top_k": [[str(classes[i]), float(row[i])] for i in idx],
+        })
+    return results
+
+
+def prepare(image: np.ndarray, meta: dict) -> np.ndarray:
+    """Preprocess as the exported metadata says (the same call on the PyTorch and ONNX Runtime paths)."""
+    return preprocess(image, meta["input_size"], meta["mean"], meta["std"], meta.get("keep_ratio", False))
+
+
+def decode_outputs(outputs: dict[str, np.ndarray], meta: dict) -> list[dict]:
+    return decode(outputs["logits"], meta["classes"])

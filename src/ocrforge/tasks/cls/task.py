@@ -1,0 +1,182 @@
+"""Classification task: wires datasets, model, loss, metric, pictures and export together for the engine."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from ...config.schema import LoaderSchema, registry_node, split_data_spec
+from ...registry import DATASETS, MODELS, TASKS, TRANSFORMS
+from ..base import Task
+from . import datasets as _datasets  # noqa: F401  (registers the datasets)
+from . import heads as _heads  # noqa: F401  (registers the heads)
+from . import loss as _loss  # noqa: F401  (registers the loss)
+from . import model as _model  # noqa: F401  (registers the model)
+from . import synth as _synth  # noqa: F401  (registers the synthetic dataset)
+from .inference import decode, preprocess
+from .metric import ClassificationMetric
+from .visualize import save_confusion_matrix, save_prediction_grids
+
+
+@dataclass
+class ClsDataSchema:
+    image_size: list[int] = field(default_factory=lambda: [64, 64])  # [H, W]
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    keep_ratio: bool = False
+    # Class names in index order; discovered from the training dataset when left empty.
+    classes: list[str] | None = None
+    train: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+    val: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+    test: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+
+
+class ClsSamples(Dataset):
+    """Raw samples -> (augmented) normalised tensors; augmentation runs here, in DataLoader workers."""
+
+    def __init__(self, raw: Dataset, task: ClassificationTask, augment: v2.Transform | None) -> None:
+        self.raw, self.task, self.augment = raw, task, augment
+
+    def __len__(self) -> int:
+        return len(self.raw)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.raw[index]
+        image = sample["image"]
+        if self.augment is not None:
+            image = self.augment(torch.from_numpy(image).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+        return {"image": torch.from_numpy(self.task.preprocess(image)), "label": sample["label"],
+                "index": index, "path": sample["path"]}
+
+
+@TASKS.register("cls")
+class ClassificationTask(Task):
+    name = "cls"
+    data_schema = ClsDataSchema
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        if not cfg.data.get("classes"):
+            cfg.data.classes = self._discover_classes()
+        self.classes: list[str] = [str(c) for c in cfg.data.classes]
+        self._raw: dict[str, Dataset] = {}
+
+    @classmethod
+    def adopt_from_checkpoint(cls, config: dict, stored: dict) -> None:
+        if not config["data"].get("classes") and stored.get("data", {}).get("classes"):
+            config["data"]["classes"] = stored["data"]["classes"]
+
+    def _discover_classes(self) -> list[str]:
+        for split in ("train", "val", "test"):
+            if self.cfg.data.get(split):
+                spec, _ = split_data_spec(OmegaConf.to_container(self.cfg.data[split]))
+                dataset_cls = DATASETS.get(spec.pop("type"))
+                return list(dataset_cls.discover_classes(**spec))
+        raise ValueError("data.classes is empty and no data split is configured to discover classes from")
+
+    # --- building -------------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        return MODELS.build(OmegaConf.to_container(self.cfg.model), num_classes=len(self.classes))
+
+    def raw_dataset(self, split: str) -> Dataset | None:
+        if split not in self._raw:
+            node = self.cfg.data.get(split) or (self.cfg.data.get("val") if split == "test" else None)
+            if node is None:
+                return None
+            spec, _ = split_data_spec(OmegaConf.to_container(node))
+            injected = {"classes": self.classes} if "classes" in getattr(DATASETS.get(spec["type"]),
+                                                                         "config_injected", ()) else {}
+            self._raw[split] = DATASETS.build(spec, **injected)
+        return self._raw[split]
+
+    def build_dataset(self, split: str) -> Dataset | None:
+        raw = self.raw_dataset(split)
+        if raw is None:
+            return None
+        node = self.cfg.data.get(split) or self.cfg.data.get("val")
+        _, loader = split_data_spec(OmegaConf.to_container(node))
+        augment = v2.Compose([TRANSFORMS.build(t) for t in loader["transforms"]]) if loader["transforms"] else None
+        return ClsSamples(raw, self, augment)
+
+    def build_loss(self) -> nn.Module:
+        from ...registry import LOSSES
+
+        spec = OmegaConf.to_container(self.cfg.loss) if self.cfg.get("loss") else {"type": "cross_entropy"}
+        return LOSSES.build(spec)
+
+    def build_metric(self) -> ClassificationMetric:
+        return ClassificationMetric(len(self.classes))
+
+    def default_monitor(self) -> tuple[str, str]:
+        return "val/acc", "max"
+
+    # --- running --------------------------------------------------------------------------------------------
+    def forward_train(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        return model(batch["image"], batch["label"])  # margin heads need the labels
+
+    def rename_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """``class_acc/<index>`` -> ``class_acc/<class name>``."""
+        out = {}
+        for key, value in metrics.items():
+            if key.startswith("class_acc/"):
+                key = f"class_acc/{self.classes[int(key.split('/')[1])]}"
+            out[key] = value
+        return out
+
+    def predictions(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[dict]:
+        decoded = decode(outputs["logits"].float().cpu().numpy(), self.classes)
+        for pred, label, index, path in zip(decoded, batch["label"].tolist(), batch["index"].tolist(),
+                                            batch["path"], strict=True):
+            pred.update(gt=self.classes[label], index=index, path=path)
+        return decoded
+
+    def save_test_artifacts(self, metrics: dict, predictions: list[dict], out_dir: Path,
+                            show_dir: Path | None) -> None:
+        confusion = np.zeros((len(self.classes), len(self.classes)), dtype=np.int64)
+        for pred in predictions:
+            confusion[self.classes.index(pred["gt"]), pred["class_id"]] += 1
+        save_confusion_matrix(confusion, self.classes, out_dir / "confusion_matrix.png")
+        (out_dir / "confusion_matrix.json").write_text(json.dumps({"classes": self.classes,
+                                                                   "matrix": confusion.tolist()}))
+        if show_dir is not None:
+            raw = self.raw_dataset("test")
+            save_prediction_grids(predictions, lambda p: raw[p["index"]]["image"], show_dir)
+
+    # --- inference and export -------------------------------------------------------------------------------
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        d = self.cfg.data
+        return preprocess(image, d.image_size, d.mean, d.std, d.keep_ratio)
+
+    def export_module(self, model: nn.Module) -> nn.Module:
+        return _ClsInference(model)
+
+    def onnx_output_names(self) -> Sequence[str]:
+        head = self.cfg.model.get("head") or {}
+        return ["logits", "embedding"] if head.get("type") in ("cosface", "arcface") else ["logits"]
+
+    def onnx_metadata(self) -> dict[str, Any]:
+        d = self.cfg.data
+        return {"task": "cls", "input_size": list(d.image_size), "mean": list(d.mean), "std": list(d.std),
+                "keep_ratio": bool(d.keep_ratio), "classes": self.classes, "color": "RGB", "layout": "NCHW"}
+
+
+class _ClsInference(nn.Module):
+    """Keeps only the inference branch: logits (scaled cosines for margin heads) and, for those, the embedding."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(image)
+        return (out["logits"], out["embedding"]) if "embedding" in out else (out["logits"],)
