@@ -38,7 +38,7 @@ class LoaderSchema:
     persistent_workers: bool = True
     prefetch_factor: int | None = None
     # Per-split augmentation pipeline: a list of {type: ..., **kwargs} from the transform registry.
-    transforms: list[dict[str, Any]] = field(default_factory=list)
+    transforms: list[dict[str, Any]] = field(default_factory=list, metadata={"registry_list": "transform"})
 
 
 @dataclass

@@ -13,7 +13,6 @@ from typing import Any, Literal, Union
 from ..errors import ConfigError
 from ..registry import ALL_REGISTRIES
 
-
 _MISSING = object()
 
 
@@ -82,6 +81,10 @@ class _Context:
     def is_extra(self, path: str) -> bool:
         return any(path == p or path.startswith(p + ".") for p in self.allowed_extra)
 
+    def leads_to_extra(self, path: str) -> bool:
+        """A new section created only to hold a ``+`` key (``+some.new_key=3`` creates ``some``)."""
+        return any(p.startswith(path + ".") for p in self.allowed_extra)
+
 
 def constructor_params(obj: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
     """Parameters a registered object accepts, their type hints, and whether it takes ``**kwargs``."""
@@ -142,7 +145,7 @@ def _check_registry_node(node: Any, registry: str, extra: type | None, path: str
             hint = hints.get(key, params[key].annotation)
             if not matches_type(value, hint):
                 ctx.error(sub, f"expected {_type_name(hint)}, got {type(value).__name__} {value!r}")
-        elif not var_kw:
+        elif not var_kw and not ctx.leads_to_extra(sub):
             ctx.error(sub, f"unknown key for {registry} '{node['type']}'{_closest(key, valid)}")
     for name, param in params.items():
         if param.default is inspect.Parameter.empty and name not in node and name not in injected:
@@ -170,9 +173,11 @@ def check_dataclass(node: Mapping, schema: type, path: str, ctx: _Context) -> No
     hints = typing.get_type_hints(schema)
     for key, value in node.items():
         sub = f"{path}.{key}" if path else str(key)
-        if ctx.is_extra(sub) or key == "data" and not path:
+        if ctx.is_extra(sub) or (key == "data" and not path):
             continue
         if key not in fields:
+            if ctx.leads_to_extra(sub):
+                continue
             where = f"in '{path}'" if path else "at the top level"
             ctx.error(sub, f"unknown key {where}{_closest(str(key), list(fields))}")
             continue
@@ -185,7 +190,7 @@ def validate(cfg: Mapping, provenance: dict[str, str], allowed_extra: set[str]) 
 
     ctx = _Context(provenance, allowed_extra)
     check_dataclass(cfg, RootSchema, "", ctx)
-    task_name = cfg.get("task")
+    task_name = cfg.get("task", RootSchema.task)
     task_cls = None
     if isinstance(task_name, str):
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import lightning as L
 from omegaconf import OmegaConf
@@ -20,11 +21,25 @@ from ..tasks.base import Task
 
 
 class EpochIndexSampler(DistributedSampler):
-    """DistributedSampler (seeded shuffle, ``set_epoch``) that yields ``(epoch, index)`` pairs."""
+    """DistributedSampler (seeded shuffle, sharding) that yields ``(epoch, index)`` pairs.
+
+    The epoch is the number of times iteration has started, counted here rather than taken from Lightning's
+    ``set_epoch``: on resume Lightning creates the iterator (and workers prefetch from it) before it sets the
+    epoch, which would replay epoch 0's order. The count is saved in checkpoints through the data module.
+    """
+
+    def __init__(self, *args: Any, start_epoch: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.epoch = start_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Ignored: see the class docstring."""
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         epoch = self.epoch
-        return ((epoch, index) for index in super().__iter__())
+        indices = list(super().__iter__())
+        self.epoch += 1
+        return ((epoch, index) for index in indices)
 
 
 class UnpaddedEvalSampler(Sampler):
@@ -41,7 +56,7 @@ class UnpaddedEvalSampler(Sampler):
 
 
 def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, num_replicas: int = 1,
-                     rank: int = 0) -> DataLoader | None:
+                     rank: int = 0, start_epoch: int = 0) -> DataLoader | None:
     dataset = task.build_dataset(split)
     if dataset is None:
         return None
@@ -50,7 +65,7 @@ def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, n
     if training:
         shuffle = True if loader["shuffle"] is None else loader["shuffle"]
         sampler: Sampler = EpochIndexSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                                             seed=seed, drop_last=loader["drop_last"])
+                                             seed=seed, drop_last=loader["drop_last"], start_epoch=start_epoch)
     else:
         sampler = UnpaddedEvalSampler(len(dataset), num_replicas, rank)
     workers = loader["num_workers"]
@@ -73,17 +88,20 @@ class TaskDataModule(L.LightningDataModule):
     def __init__(self, task: Task) -> None:
         super().__init__()
         self.task = task
+        self._train_sampler: EpochIndexSampler | None = None
+        self._start_epoch = 0
 
     def _loader(self, split: str, training: bool) -> DataLoader | None:
         trainer = self.trainer
         return build_dataloader(self.task, split, training=training, seed=self.task.cfg.seed,
                                 num_replicas=trainer.world_size if trainer else 1,
-                                rank=trainer.global_rank if trainer else 0)
+                                rank=trainer.global_rank if trainer else 0, start_epoch=self._start_epoch)
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", training=True)
         if loader is None:
             raise ValueError("data.train is not configured")
+        self._train_sampler = loader.sampler
         return loader
 
     def val_dataloader(self) -> DataLoader | list:
@@ -94,3 +112,9 @@ class TaskDataModule(L.LightningDataModule):
         if loader is None:
             raise ValueError("neither data.test nor data.val is configured")
         return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_epochs_started": self._train_sampler.epoch if self._train_sampler else self._start_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._start_epoch = int(state_dict.get("train_epochs_started", 0))

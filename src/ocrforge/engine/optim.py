@@ -39,7 +39,7 @@ def sgd(params, lr: float = 0.01, weight_decay: float = 1e-4, momentum: float = 
 
 
 def _warmup_steps(total_steps: int, warmup_steps: int, warmup_ratio: float) -> int:
-    return min(total_steps, max(warmup_steps, int(round(warmup_ratio * total_steps))))
+    return min(total_steps, max(warmup_steps, round(warmup_ratio * total_steps)))
 
 
 # Schedulers take (optimizer, total_steps, steps_per_epoch) from the engine; the rest comes from the config.

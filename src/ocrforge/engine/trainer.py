@@ -48,7 +48,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
         try:
             import mlflow  # noqa: F401
         except ImportError:
-            raise RuntimeError("logging.mlflow.enabled needs the mlflow package: pip install 'ocrforge[mlflow]'") from None
+            raise RuntimeError("logging.mlflow.enabled needs the mlflow package: "
+                               "pip install 'ocrforge[mlflow]'") from None
         uri = log_cfg.mlflow.tracking_uri or (run_dir / "mlruns").resolve().as_uri()
         out.append(loggers.MLFlowLogger(experiment_name=log_cfg.mlflow.experiment or cfg.project,
                                         run_name=run_dir.name, tracking_uri=uri))
@@ -57,7 +58,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str], *,
                   precision: str | None = None, devices: Any = None, num_nodes: int | None = None,
-                  strategy: str | None = None) -> L.Trainer:
+                  strategy: str | None = None, callbacks: list[L.Callback] | None = None) -> L.Trainer:
     t = cfg.train
     ckpt_dir = run_dir / "checkpoints"
     metric, mode = monitor
@@ -66,7 +67,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
         save_top_k=cfg.checkpoint.save_top_k if metric else 1, save_last=cfg.checkpoint.save_last,
         every_n_epochs=cfg.checkpoint.every_n_epochs, auto_insert_metric_name=False,
     )
-    callbacks: list[L.Callback] = [checkpointing, RNGStateCallback(), PreemptionCallback(ckpt_dir), EpochSummary()]
+    callbacks = [checkpointing, RNGStateCallback(), PreemptionCallback(ckpt_dir), EpochSummary(), *(callbacks or [])]
     if cfg.ema.enabled:
         callbacks.insert(0, EMACallback(cfg.ema.decay, cfg.ema.warmup))
     loggers = build_loggers(cfg, run_dir)

@@ -10,14 +10,14 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from ..builtins import register_builtins
 from ..config import to_yaml
 from ..engine.checkpoint import load_weights_report, model_state, read_checkpoint
 from ..engine.data import TaskDataModule
 from ..engine.module import TaskModule
-from ..registry import TASKS
-from ..builtins import register_builtins
-from ..errors import CheckpointError
 from ..engine.rundir import environment_info, new_run_dir, write_json
+from ..errors import CheckpointError
+from ..registry import TASKS
 
 
 def module_from_checkpoint(ckpt_path: str | Path, cfg: DictConfig | None = None,

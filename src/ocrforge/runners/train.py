@@ -17,8 +17,14 @@ from ..config import to_yaml
 from ..engine.checkpoint import load_weights_report, model_state, read_checkpoint
 from ..engine.data import TaskDataModule
 from ..engine.module import TaskModule
-from ..engine.rundir import (RUN_DIR_ENV, environment_info, find_latest_checkpoint, new_run_dir,
-                             run_dir_of_checkpoint, write_json)
+from ..engine.rundir import (
+    RUN_DIR_ENV,
+    environment_info,
+    find_latest_checkpoint,
+    new_run_dir,
+    run_dir_of_checkpoint,
+    write_json,
+)
 from ..engine.trainer import amp_precision, build_trainer
 from ..errors import CheckpointError, ConfigError
 
@@ -76,8 +82,11 @@ def _report_dataset_skips(datamodule: TaskDataModule) -> dict[str, dict[str, int
 
 def train(cfg: DictConfig, *, resume: str | bool | None = None, load_from: str | None = None, amp: bool = False,
           auto_scale_lr: bool = False, devices: Any = None, num_nodes: int | None = None,
-          strategy: str | None = None) -> TrainResult:
-    """Train ``cfg`` (a config from ``load_config``) and return where the run went and what it reached."""
+          strategy: str | None = None, callbacks: list[L.Callback] | None = None) -> TrainResult:
+    """Train ``cfg`` (a config from ``load_config``) and return where the run went and what it reached.
+
+    ``callbacks`` are added to the built-in ones (Python API only).
+    """
     L.seed_everything(cfg.seed, workers=True)
     resume_path = resolve_resume(resume, cfg.work_dir)
     previous = run_dir_of_checkpoint(resume_path) if resume_path else None
@@ -86,14 +95,16 @@ def train(cfg: DictConfig, *, resume: str | bool | None = None, load_from: str |
     run_dir = previous or new_run_dir(cfg.work_dir, cfg.project, cfg.exp_name)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
-        return _fit(cfg, run_dir, resume_path, load_from, amp, auto_scale_lr, devices, num_nodes, strategy)
+        return _fit(cfg, run_dir, resume_path, load_from, amp, auto_scale_lr, devices, num_nodes, strategy,
+                    callbacks or [])
     finally:
         if inherited is None:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
 def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: str | None, amp: bool,
-         auto_scale_lr: bool, devices: Any, num_nodes: int | None, strategy: str | None) -> TrainResult:
+         auto_scale_lr: bool, devices: Any, num_nodes: int | None, strategy: str | None,
+         callbacks: list[L.Callback]) -> TrainResult:
 
     world = (int(devices) if str(devices).isdigit() else 1) * (num_nodes or cfg.train.num_nodes)
     module = TaskModule(OmegaConf.to_container(cfg), lr_scale=_lr_scale(cfg, world) if auto_scale_lr else 1.0)
@@ -118,10 +129,12 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
     monitor = (cfg.checkpoint.monitor, cfg.checkpoint.mode) if cfg.checkpoint.monitor else (
         module.task.default_monitor() if has_val else (None, "max"))
     trainer = build_trainer(cfg, run_dir, monitor, precision=amp_precision() if amp else None, devices=devices,
-                            num_nodes=num_nodes, strategy=strategy)
+                            num_nodes=num_nodes, strategy=strategy, callbacks=callbacks)
     init_skips = _report_dataset_skips(datamodule)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_path) if resume_path else None)
+    # weights_only=False: our checkpoints carry RNG states and counters, not only tensors.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_path) if resume_path else None,
+                weights_only=False)
 
     ckpt_cb = trainer.checkpoint_callback
     best_score = ckpt_cb.best_model_score if ckpt_cb is not None else None

@@ -29,6 +29,7 @@ class Task(ABC):
     @classmethod
     def adopt_from_checkpoint(cls, config: dict, stored: dict) -> None:
         """Copy values a training run derived (class names, charsets) from a checkpoint's config into ``config``."""
+        return None
 
     # --- building -------------------------------------------------------------------------------------------
     @abstractmethod
@@ -67,6 +68,7 @@ class Task(ABC):
     def save_test_artifacts(self, metrics: dict, predictions: list[dict], out_dir: Path,
                             show_dir: Path | None) -> None:
         """Write task pictures (confusion matrix, prediction grids …) after ``ocrforge test``."""
+        return None
 
     # --- inference and export -------------------------------------------------------------------------------
     @abstractmethod

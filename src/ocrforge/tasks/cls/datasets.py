@@ -9,9 +9,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from ...data.images import read_image
+from ...data.images import IMAGE_SUFFIXES, read_image
 from ...data.label_files import DataError, read_label_file
-from ...data.images import IMAGE_SUFFIXES
 from ...registry import DATASETS
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from ...registry import HEADS, MODELS
 
 @MODELS.register("Classifier")
 class Classifier(nn.Module):
-    config_children = {"head": "head"}
+    config_children: ClassVar[dict[str, str]] = {"head": "head"}
     config_injected = ("num_classes",)
 
     def __init__(self, num_classes: int, backbone: str = "lcnet_050", pretrained: bool = False,

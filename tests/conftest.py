@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny configs on the built-in synthetic data, so every test runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_cls_config(tmp_path: Path, **sections) -> Path:
+    """A 2-class text-line orientation config: 32x32 inputs, 48 training samples, no workers."""
+    cfg = {
+        "task": "cls",
+        "project": "tests",
+        "exp_name": "tiny",
+        "work_dir": str(tmp_path / "work_dirs"),
+        "model": {"type": "Classifier", "backbone": "lcnet_050", "head": {"type": "linear"}},
+        "data": {
+            "image_size": [32, 32],
+            "train": {"type": "SynthOrientation", "mode": "line", "num_samples": 48, "seed": 0,
+                      "batch_size": 16, "num_workers": 0},
+            "val": {"type": "SynthOrientation", "mode": "line", "num_samples": 24, "seed": 1,
+                    "batch_size": 24, "num_workers": 0},
+        },
+        "optimizer": {"type": "adamw", "lr": 0.003},
+        "scheduler": {"type": "cosine", "warmup_steps": 1},
+        "train": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1},
+        "logging": {"tensorboard": True, "csv": True},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    return tiny_cls_config(tmp_path)
