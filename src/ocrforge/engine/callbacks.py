@@ -124,14 +124,27 @@ class EpochSummary(L.Callback):
                            batch_idx: int) -> None:
         self._samples += int(batch["batch_size"])
 
+    @staticmethod
+    def _metric_parts(trainer: L.Trainer, prefixes: tuple[str, ...]) -> list[str]:
+        metrics = trainer.callback_metrics
+        parts = []
+        for key in sorted(metrics):
+            if key.startswith(prefixes) and "class_acc" not in key and (
+                    not key.startswith("train/") or key.endswith("_epoch")):
+                parts.append(f"{key.removesuffix('_epoch')} {float(metrics[key]):.4g}")
+        return parts
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Validations inside an epoch (val_check_interval < 1) get their own line; the epoch line covers the last.
+        if trainer.sanity_checking or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        rank_zero_info(" | ".join([f"epoch {trainer.current_epoch + 1} step {trainer.global_step}",
+                                   *self._metric_parts(trainer, ("val/",))]))
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         elapsed = time.perf_counter() - self._start
-        metrics = trainer.callback_metrics
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {trainer.global_step}"]
-        for key in sorted(metrics):
-            if (key.startswith("train/") and key.endswith("_epoch")) or (
-                    key.startswith("val/") and "class_acc" not in key):
-                parts.append(f"{key.removesuffix('_epoch')} {float(metrics[key]):.4g}")
+        parts += self._metric_parts(trainer, ("train/", "val/"))
         if trainer.optimizers:
             parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
         parts.append(f"{elapsed:.1f}s")

@@ -9,6 +9,7 @@ from torch import nn
 
 from ...models.backbones import create_timm_backbone
 from ...registry import HEADS, MODELS
+from . import heads as _heads  # noqa: F401  (registers the built-in heads)
 
 
 @MODELS.register("Classifier")
