@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -77,7 +78,7 @@ def test_cosine_with_warmup() -> None:
     assert lrs[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
     assert lrs[10] == pytest.approx(1.0)
     assert lrs[55] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 45 / 90)))
-    assert min(lrs[10:]) >= 0.1 - 1e-9 and all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert min(lrs[10:]) >= 0.1 - 1e-9 and all(a >= b for a, b in itertools.pairwise(lrs[10:]))
 
 
 def test_onecycle_peaks_at_pct_start() -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import tiny_cls_config
@@ -120,12 +121,29 @@ class _NanOnEvenSteps(torch.nn.Module):
         return {"loss": loss}
 
 
+class _InitialWeights(L.Callback):
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+
 def test_nonfinite_losses_are_skipped_not_trained_on(tmp_path: Path) -> None:
+    cfg = load_config(tiny_cls_config(tmp_path, loss={"type": "test_nan_on_even_steps", "always": True}))
+    initial = _InitialWeights()
+    result = train(cfg, callbacks=[initial])
+    final = _ckpt(result.last_checkpoint)["state_dict"]
+    params = dict(module_from_checkpoint(result.last_checkpoint)[0].model.named_parameters())
+    for key in params:  # BatchNorm statistics move in the forward pass; the weights must not
+        assert torch.equal(final[f"model.{key}"], initial.state[key]), key
+    assert result.metrics["final"]["train/nonfinite_losses"] == 3.0
+
+
+def test_finite_steps_still_train_between_nonfinite_ones(tmp_path: Path) -> None:
     cfg = load_config(tiny_cls_config(tmp_path, loss={"type": "test_nan_on_even_steps"}))
-    result = train(cfg)
-    ckpt = _ckpt(result.last_checkpoint)
-    assert ckpt["global_step"] == 2  # 3 batches, the second one skipped
-    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    initial = _InitialWeights()
+    result = train(cfg, callbacks=[initial])
+    final = _ckpt(result.last_checkpoint)["state_dict"]
+    assert not torch.equal(final["model.head.fc.weight"], initial.state["head.fc.weight"])
+    assert all(torch.isfinite(v).all() for v in final.values() if v.is_floating_point())
 
 
 def test_persistent_nonfinite_losses_stop_with_a_clear_error(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from . import cli_data
+
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--cfg-options", dest="overrides", nargs="+", action="extend", default=[],
@@ -63,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("check", help="read every sample of the configured splits and report skips by reason")
     q.add_argument("config")
     _config_args(q)
+    cli_data.add_parsers(sub)
     return parser
 
 
@@ -133,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("ocrforge").addHandler(logging.StreamHandler())
     args = _build_parser().parse_args(argv)
     try:
-        return _run(args)
+        code = cli_data.run(args)
+        return _run(args) if code is None else code
     except (OcrforgeError, FileNotFoundError) as exc:
         print(f"ocrforge {args.command}: error: {exc}", file=sys.stderr)
         return 2
