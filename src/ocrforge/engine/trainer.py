@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,18 @@ def amp_precision() -> str:
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed"
+
+
+def tune_cpu_threads(cfg: DictConfig) -> int | None:
+    """On CPU, leave the DataLoader workers their cores: torch's intra-op threads spin-wait when the cores are
+    shared, which made the quick-start run 1.5x slower on 2 cores. An explicit OMP_NUM_THREADS wins."""
+    on_cpu = cfg.train.accelerator == "cpu" or (cfg.train.accelerator == "auto" and not torch.cuda.is_available())
+    if not on_cpu or "OMP_NUM_THREADS" in os.environ:
+        return None
+    workers = cfg.data.train.get("num_workers", 0) if cfg.data.get("train") else 0
+    threads = max(1, (os.cpu_count() or 1) - workers)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def checkpoint_filename(monitor: str | None) -> str:

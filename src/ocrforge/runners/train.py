@@ -25,7 +25,7 @@ from ..engine.rundir import (
     run_dir_of_checkpoint,
     write_json,
 )
-from ..engine.trainer import amp_precision, build_trainer
+from ..engine.trainer import amp_precision, build_trainer, tune_cpu_threads
 from ..errors import CheckpointError, ConfigError
 
 log = logging.getLogger("ocrforge")
@@ -130,6 +130,9 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
         module.task.default_monitor() if has_val else (None, "max"))
     trainer = build_trainer(cfg, run_dir, monitor, precision=amp_precision() if amp else None, devices=devices,
                             num_nodes=num_nodes, strategy=strategy, callbacks=callbacks)
+    threads = tune_cpu_threads(cfg)
+    if threads is not None:
+        rank_zero_info(f"CPU training: {threads} torch thread(s) beside {cfg.data.train.num_workers} data workers")
     init_skips = _report_dataset_skips(datamodule)
     started = time.perf_counter()
     # weights_only=False: our checkpoints carry RNG states and counters, not only tensors.

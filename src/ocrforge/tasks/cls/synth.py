@@ -44,7 +44,11 @@ def _degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 @DATASETS.register("SynthOrientation")
 class SynthOrientationDataset(Dataset):
-    """``mode='line'``: one text line, upright or upside down; ``mode='page'``: a page of text in 4 rotations."""
+    """``mode='line'``: one text line, upright or upside down; ``mode='page'``: a page of text in 4 rotations.
+
+    A label is the angle the content was turned counter-clockwise; turning the image clockwise by it makes it
+    upright.
+    """
 
     def __init__(self, num_samples: int = 2000, mode: Literal["line", "page"] = "line", seed: int = 0,
                  page_size: int = 192, fonts_dir: str | None = None) -> None:
