@@ -148,7 +148,8 @@ class EpochSummary(L.Callback):
         if trainer.optimizers:
             parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
         parts.append(f"{elapsed:.1f}s")
-        parts.append(f"{self._samples / max(elapsed, 1e-9):.0f} samples/s")
+        # Every rank sees an equal shard, so rank 0's count times the world size is the global throughput.
+        parts.append(f"{self._samples * trainer.world_size / max(elapsed, 1e-9):.0f} samples/s")
         skipped = sum(pl_module.skipped.values())
         if skipped:
             parts.append(f"skipped {skipped} {dict(pl_module.skipped)}")

@@ -69,9 +69,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
     return out
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str], *,
-                  precision: str | None = None, devices: Any = None, num_nodes: int | None = None,
-                  strategy: str | None = None, callbacks: list[L.Callback] | None = None) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str], *, devices: Any = None,
+                  num_nodes: int | None = None, strategy: str | None = None,
+                  callbacks: list[L.Callback] | None = None) -> L.Trainer:
     t = cfg.train
     ckpt_dir = run_dir / "checkpoints"
     metric, mode = monitor
@@ -92,7 +92,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
         default_root_dir=str(run_dir),
         max_epochs=t.max_epochs if t.max_epochs is not None else -1,
         max_steps=t.max_steps,
-        precision=precision or str(t.precision),
+        precision=str(t.precision),
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
         gradient_clip_algorithm=t.gradient_clip_algorithm,

@@ -106,6 +106,8 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
          auto_scale_lr: bool, devices: Any, num_nodes: int | None, strategy: str | None,
          callbacks: list[L.Callback]) -> TrainResult:
 
+    if amp:  # recorded in the effective config, so test/export of this run know how it was trained
+        cfg.train.precision = amp_precision()
     world = (int(devices) if str(devices).isdigit() else 1) * (num_nodes or cfg.train.num_nodes)
     module = TaskModule(OmegaConf.to_container(cfg), lr_scale=_lr_scale(cfg, world) if auto_scale_lr else 1.0)
     cfg = module.cfg  # now with values the task derived (e.g. class names)
@@ -128,7 +130,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
     has_val = datamodule.task.build_dataset("val") is not None
     monitor = (cfg.checkpoint.monitor, cfg.checkpoint.mode) if cfg.checkpoint.monitor else (
         module.task.default_monitor() if has_val else (None, "max"))
-    trainer = build_trainer(cfg, run_dir, monitor, precision=amp_precision() if amp else None, devices=devices,
+    trainer = build_trainer(cfg, run_dir, monitor, devices=devices,
                             num_nodes=num_nodes, strategy=strategy, callbacks=callbacks)
     threads = tune_cpu_threads(cfg)
     if threads is not None:
