@@ -151,3 +151,15 @@ def test_persistent_nonfinite_losses_stop_with_a_clear_error(tmp_path: Path) -> 
                                       train={"max_nonfinite_steps": 1, "progress_bar": False}))
     with pytest.raises(FloatingPointError, match="consecutive non-finite losses"):
         train(cfg)
+
+
+def test_optional_loggers_write_offline(tmp_path: Path) -> None:
+    """W&B offline and an MLflow file store (optional extras; skipped where they are not installed)."""
+    pytest.importorskip("wandb")
+    pytest.importorskip("mlflow")
+    cfg = load_config(tiny_cls_config(tmp_path, logging={"wandb": {"enabled": True, "offline": True},
+                                                         "mlflow": {"enabled": True}}))
+    result = train(cfg)
+    assert list((result.run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    metrics = list((result.run_dir / "mlruns").glob("*/*/metrics/val/acc"))
+    assert metrics and metrics[0].read_text().strip()

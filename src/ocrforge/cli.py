@@ -84,8 +84,9 @@ def _launcher_settings(args: argparse.Namespace) -> dict:
 
     settings: dict = {"devices": args.devices, "num_nodes": args.num_nodes}
     if args.launcher == "pytorch":
-        settings.update(strategy="ddp", devices=settings["devices"] or int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
-                        num_nodes=settings["num_nodes"] or int(os.environ.get("GROUP_WORLD_SIZE", 1)))
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        settings.update(strategy="ddp", devices=settings["devices"] or local,
+                        num_nodes=settings["num_nodes"] or int(os.environ.get("WORLD_SIZE", local)) // local)
     elif args.launcher == "slurm":
         settings.update(strategy="ddp", devices=settings["devices"] or int(os.environ.get("SLURM_NTASKS_PER_NODE", 1)),
                         num_nodes=settings["num_nodes"] or int(os.environ.get("SLURM_NNODES", 1)))

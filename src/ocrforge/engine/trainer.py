@@ -64,6 +64,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
             raise RuntimeError("logging.mlflow.enabled needs the mlflow package: "
                                "pip install 'ocrforge[mlflow]'") from None
         uri = log_cfg.mlflow.tracking_uri or (run_dir / "mlruns").resolve().as_uri()
+        if uri.startswith("file:"):
+            # MLflow 3 refuses its file store unless asked; a local, serverless store is what this option is for.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         out.append(loggers.MLFlowLogger(experiment_name=log_cfg.mlflow.experiment or cfg.project,
                                         run_name=run_dir.name, tracking_uri=uri))
     return out
