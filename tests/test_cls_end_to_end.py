@@ -107,7 +107,7 @@ class _StopAfterFirstEpoch(L.Callback):
 
 
 class KeyboardInterruptLike(RuntimeError):
-    pass
+    """Stands for the crash; raised from inside Lightning's loop."""
 
 
 def test_resume_is_exact(tmp_path: Path) -> None:
