@@ -44,7 +44,7 @@ def test_train_resume_test_export_predict(tmp_path: Path, capsys: pytest.Capture
     assert env["packages"]["torch"] and "git_commit" in env and env["seed"] == 42
     assert list((run / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard event file"
     assert (run / "csv" / "version_0" / "metrics.csv").is_file()
-    assert list((run / "checkpoints").glob("epoch=0-val_acc=*.ckpt"))
+    assert list((run / "checkpoints").glob("epoch=0-step=3-val_acc=*.ckpt"))
     first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     steps_per_epoch = first["global_step"]
     assert steps_per_epoch == 3  # 48 samples / batch 16
@@ -53,7 +53,8 @@ def test_train_resume_test_export_predict(tmp_path: Path, capsys: pytest.Capture
     assert main(["train", str(cfg), "--resume", "-o", "train.max_epochs=2"]) == 0
     assert _run_dirs(tmp_path) == [run], "a resumed run must not open a new run folder"
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert resumed["global_step"] == 2 * steps_per_epoch and resumed["epoch"] == 1
+    assert resumed["global_step"] == 2 * steps_per_epoch
+    assert resumed["TaskDataModule"] == {"epoch": 2, "batches_done": 0}  # where the next run's data starts
     assert "ema_state_dict" in resumed
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["best"]["monitor"] == "val/acc"

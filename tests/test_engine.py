@@ -6,9 +6,6 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +13,6 @@ import pytest
 import torch
 from conftest import tiny_cls_config
 
-from ocrforge.cli import main
 from ocrforge.config import load_config
 from ocrforge.registry import LOSSES
 from ocrforge.runners.evaluate import module_from_checkpoint
@@ -54,33 +50,73 @@ def test_top_k_keeps_the_best_by_monitor(tmp_path: Path) -> None:
     losses = {int(r["epoch"]): float(r["val/loss"]) for r in rows if r.get("val/loss")}
     best_two = sorted(losses, key=losses.get)[:2]
     assert sorted(int(name.split("-")[0].split("=")[1]) for name in kept) == sorted(best_two)
-    for name in kept:  # the metric value in the file name is the logged one
+    for name in kept:  # epoch, step and the logged metric value are in the file name
         epoch = int(name.split("-")[0].split("=")[1])
-        assert name.endswith(f"val_loss={losses[epoch]:.4f}.ckpt")
+        assert name == f"epoch={epoch}-step={3 * (epoch + 1)}-val_loss={losses[epoch]:.4f}.ckpt"
     assert result.metrics["best"]["score"] == pytest.approx(min(losses.values()), abs=1e-6)
 
 
-def test_sigterm_saves_last_checkpoint_and_resume_continues(tmp_path: Path) -> None:
-    cfg = tiny_cls_config(tmp_path, train={"max_epochs": 1000, "progress_bar": False})
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "ocrforge.cli", "train", str(cfg)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-    lines = []
-    deadline = time.time() + 120
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("epoch 2/") or time.time() > deadline:
-            break
-    proc.send_signal(signal.SIGTERM)
-    rest, _ = proc.communicate(timeout=120)
-    output = "".join(lines) + rest
-    assert proc.returncode == 0, output
-    assert "SIGTERM: saved" in output
+class _SigtermAt(L.Callback):
+    """Sends this process a real SIGTERM after training batch ``step`` (or inside validation), as SLURM would."""
+
+    def __init__(self, step: int | None = None, in_validation: bool = False) -> None:
+        self.step, self.in_validation = step, in_validation
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if self.step is not None and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if self.in_validation and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_mid_epoch_then_resume_is_exact(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM after step 2 of a 3-step epoch saves last.ckpt; --resume finishes bit-identical to an
+    uninterrupted run and keeps writing the same last.ckpt."""
+    cfg_path = tiny_cls_config(tmp_path, ema={"enabled": True, "decay": 0.9},
+                               train={"max_epochs": 2, "progress_bar": False})
+    cfg_path.write_text(cfg_path.read_text().replace("num_workers: 0", "num_workers: 1"))
+    straight = train(load_config(cfg_path, ["exp_name=straight"]))
+    with pytest.raises(SystemExit):
+        train(load_config(cfg_path, ["exp_name=stopped"]), callbacks=[_SigtermAt(step=2)])
+    assert "SIGTERM: saved" in caplog.text
+    (last,) = (tmp_path / "work_dirs" / "tests").glob("stopped_*/checkpoints/last.ckpt")
+    assert _ckpt(last)["global_step"] == 2
+    resumed = train(load_config(cfg_path, ["exp_name=stopped"]), resume=True)
+    assert Path(resumed.last_checkpoint) == last
+    ca, cb = _ckpt(straight.last_checkpoint), _ckpt(last)
+    assert ca["global_step"] == cb["global_step"] == 6
+    for key in ca["state_dict"]:
+        assert torch.equal(ca["state_dict"][key], cb["state_dict"][key]), key
+    for key in ca["ema_state_dict"]:
+        assert torch.equal(ca["ema_state_dict"][key], cb["ema_state_dict"][key]), key
+    assert not list(last.parent.glob("last-v*.ckpt"))
+
+
+def test_sigterm_during_validation_saves_trained_not_ema_weights(tmp_path: Path) -> None:
+    cfg = load_config(tiny_cls_config(tmp_path, ema={"enabled": True, "decay": 0.5}))
+    with pytest.raises(SystemExit):
+        train(cfg, callbacks=[_SigtermAt(in_validation=True)])
     (last,) = (tmp_path / "work_dirs" / "tests").glob("tiny_*/checkpoints/last.ckpt")
-    stopped_at = _ckpt(last)["global_step"]
-    assert stopped_at >= 6
-    assert main(["train", str(cfg), "--resume", str(last), "-o", f"train.max_epochs={stopped_at // 3 + 1}"]) == 0
-    assert _ckpt(last)["global_step"] > stopped_at
+    ckpt = _ckpt(last)
+    key = "backbone.conv_stem.weight"
+    assert not torch.equal(ckpt["state_dict"][f"model.{key}"], ckpt["ema_state_dict"][key])
+
+
+def test_max_steps_mid_epoch_saves_the_final_step(tmp_path: Path) -> None:
+    cfg = load_config(tiny_cls_config(tmp_path, train={"max_epochs": 5, "max_steps": 4, "progress_bar": False}))
+    result = train(cfg)
+    assert _ckpt(result.last_checkpoint)["global_step"] == 4
+
+
+def test_resume_without_path_stays_within_the_experiment(tmp_path: Path) -> None:
+    cfg_path = tiny_cls_config(tmp_path)
+    train(load_config(cfg_path, ["exp_name=first"]))
+    train(load_config(cfg_path, ["exp_name=other"]))  # newer, but another experiment
+    resumed = train(load_config(cfg_path, ["exp_name=first", "train.max_epochs=2"]), resume=True)
+    assert resumed.run_dir.name.startswith("first_")
+    assert list(resumed.run_dir.glob("config_resume_*.yaml")) and (resumed.run_dir / "config.yaml").is_file()
 
 
 def test_load_from_reports_shape_mismatch(tmp_path: Path) -> None:

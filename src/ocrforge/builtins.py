@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-BUILTIN_MODULES = ("ocrforge.engine.optim", "ocrforge.tasks.cls.task")
+BUILTIN_MODULES = ("ocrforge.engine.optim", "ocrforge.tasks.cls.task", "ocrforge.tasks.rec.task")
 
 
 def register_builtins() -> None:

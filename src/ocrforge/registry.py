@@ -14,11 +14,11 @@ from typing import Any
 class Registry:
     """A named mapping from a config ``type`` string to a class or builder function."""
 
-    def __init__(self, name: str, fallback: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, name: str, fallback: Callable[[str], Any] | None = None, fallback_hint: str = "") -> None:
         self.name = name
         self._items: dict[str, Any] = {}
-        # A fallback resolves names the registry does not hold (e.g. any timm model, any torchvision transform).
-        self._fallback = fallback
+        # A fallback resolves names the registry does not hold (e.g. any torchvision transform).
+        self._fallback, self._fallback_hint = fallback, fallback_hint
 
     def register(self, name: str | None = None, *, force: bool = False) -> Callable[[Any], Any]:
         def decorator(obj: Any) -> Any:
@@ -39,7 +39,9 @@ class Registry:
                 return found
         hint = difflib.get_close_matches(name, list(self._items), n=1)
         suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-        raise KeyError(f"unknown {self.name} type '{name}'{suggestion} (known: {', '.join(sorted(self._items))})")
+        known = ", ".join(sorted(self._items)) or "none registered"
+        extra = f"; also {self._fallback_hint}" if self._fallback_hint else ""
+        raise KeyError(f"unknown {self.name} type '{name}'{suggestion} (known: {known}{extra})")
 
     def __contains__(self, name: str) -> bool:
         try:
@@ -71,14 +73,18 @@ def _torchvision_transform(name: str) -> Any:
 
 TASKS = Registry("task")
 MODELS = Registry("model")
+BACKBONES = Registry("backbone")
+NECKS = Registry("neck")
 HEADS = Registry("head")
 LOSSES = Registry("loss")
 DATASETS = Registry("dataset")
 METRICS = Registry("metric")
-TRANSFORMS = Registry("transform", fallback=_torchvision_transform)
+TRANSFORMS = Registry("transform", fallback=_torchvision_transform,
+                      fallback_hint="any torchvision.transforms.v2 class, e.g. ColorJitter")
 OPTIMIZERS = Registry("optimizer")
 SCHEDULERS = Registry("scheduler")
 
 ALL_REGISTRIES: dict[str, Registry] = {
-    r.name: r for r in (TASKS, MODELS, HEADS, LOSSES, DATASETS, METRICS, TRANSFORMS, OPTIMIZERS, SCHEDULERS)
+    r.name: r
+    for r in (TASKS, MODELS, BACKBONES, NECKS, HEADS, LOSSES, DATASETS, METRICS, TRANSFORMS, OPTIMIZERS, SCHEDULERS)
 }

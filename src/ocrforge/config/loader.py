@@ -68,6 +68,8 @@ def _load_file(path: Path, provenance: dict[str, str], chain: tuple[Path, ...] =
         bases = [bases]
     merged: dict = {}
     for base in bases:
+        if not (path.parent / base).is_file():
+            raise ConfigError(f"{path}: _base_ '{base}' not found (looked for {path.parent / base})")
         merged = deep_merge(merged, _load_file(path.parent / base, provenance, (*chain, path)))
     for leaf in _leaf_paths(own):
         provenance[leaf] = str(path)
@@ -104,10 +106,18 @@ def _set_path(cfg: dict, key: str, value: Any) -> None:
         node[parts[-1]] = value
 
 
-def import_plugins(modules: Iterable[str] = (), plugin_dir: str | Path | None = None) -> None:
-    """Import ``custom_imports`` modules and every module of ``--plugins DIR`` so that their decorators register."""
+def import_plugins(modules: Iterable[str] = (), plugin_dir: str | Path | None = None,
+                   search: Iterable[str | Path] = ()) -> None:
+    """Import ``custom_imports`` modules and every module of ``--plugins DIR`` so that their decorators register.
+
+    ``search`` folders (the working directory and the config's folder) are tried for ``custom_imports`` too: the
+    console script, unlike ``python -m``, does not put the working directory on ``sys.path``.
+    """
     import sys
 
+    for folder in search:
+        if str(Path(folder).resolve()) not in sys.path:
+            sys.path.append(str(Path(folder).resolve()))
     for name in modules:
         try:
             importlib.import_module(name)
@@ -150,7 +160,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
         _set_path(data, key, value)
         for leaf in _leaf_paths(value, key):
             provenance[leaf] = CMDLINE
-    import_plugins(data.get("custom_imports") or [], plugin_dir)
+    search = [Path.cwd()] + ([Path(path).resolve().parent] if path is not None else [])
+    import_plugins(data.get("custom_imports") or [], plugin_dir, search)
     validate(data, provenance, allowed_extra)
     defaults = dataclasses.asdict(RootSchema())
     defaults["data"] = dataclasses.asdict(TASKS.get(data.get("task", defaults["task"])).data_schema())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 def registry_node(registry: str, default_type: str | None = None, extra: type | None = None,
@@ -45,7 +45,9 @@ class LoaderSchema:
 class TrainSchema:
     max_epochs: int | None = 10
     max_steps: int = -1
-    precision: str = "32"
+    # Lightning's names: 32 | 32-true | bf16-mixed | 16-mixed | bf16-true | 16-true | 64 (ints are accepted).
+    precision: Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true",
+                       32, 16, 64] = "32"
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     gradient_clip_algorithm: str = "norm"

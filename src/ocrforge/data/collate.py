@@ -14,6 +14,9 @@ from torch.utils.data import Dataset, default_collate
 from .images import SampleSkipped
 
 SKIP_KEY = "_skipped"
+# A kept sample may carry {reason: n} under COUNT_KEY for effects that are not skips (e.g. characters mapped to
+# <unk>); the collate function sums them so they are reported like skips.
+COUNT_KEY = "_counts"
 
 
 class SkipSafeDataset(Dataset):
@@ -42,8 +45,12 @@ def make_collate(inner: Callable[[list[dict]], dict] = default_collate) -> Calla
     def collate(samples: Sequence[dict]) -> dict:
         skipped = Counter(s[SKIP_KEY] for s in samples if SKIP_KEY in s)
         kept = [s for s in samples if SKIP_KEY not in s]
+        counts: Counter = Counter()
+        for sample in kept:
+            counts.update(sample.pop(COUNT_KEY, {}))
         batch = inner(kept) if kept else {}
         batch[SKIP_KEY] = dict(skipped)
+        batch[COUNT_KEY] = dict(counts)
         batch["batch_size"] = torch.tensor(len(kept))
         return batch
 

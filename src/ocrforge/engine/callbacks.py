@@ -57,6 +57,10 @@ class EMACallback(L.Callback):
             pl_module.model.load_state_dict(self._backup)
             self._backup = None
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Interrupted inside validation: put the trained weights back before anything saves a checkpoint.
+        self.on_validation_epoch_end(trainer, pl_module)
+
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if self.ema is not None:
             checkpoint["ema_state_dict"] = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
@@ -102,22 +106,31 @@ class RNGStateCallback(L.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-class PreemptionCallback(L.Callback):
-    """On SIGTERM (SLURM pre-emption, ``kill``) Lightning stops after the current batch; save ``last.ckpt`` then."""
+class LastCheckpointCallback(L.Callback):
+    """``last.ckpt`` whenever training stops: at the end (also when ``max_steps`` ends it mid-epoch), on SIGTERM
+    (SLURM pre-emption, ``kill``: Lightning stops after the current batch) and on Ctrl-C."""
 
     def __init__(self, checkpoint_dir: Path) -> None:
         self.path = Path(checkpoint_dir) / "last.ckpt"
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException):
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.global_step > 0:
             trainer.save_checkpoint(self.path)
-            rank_zero_info(f"SIGTERM: saved {self.path} at step {trainer.global_step}; continue with --resume")
+            reason = "SIGTERM" if isinstance(exception, SIGTERMException) else "interrupted"
+            rank_zero_info(f"{reason}: saved {self.path} at step {trainer.global_step}; continue with --resume")
 
 
 class EpochSummary(L.Callback):
     """One line per epoch: losses, validation metrics, learning rate, time, throughput and skipped samples."""
 
+    def __init__(self) -> None:
+        self._start, self._samples = time.perf_counter(), 0
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not called when a run resumes mid-epoch; __init__ covers that first, partial epoch.
         self._start, self._samples = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -150,7 +163,7 @@ class EpochSummary(L.Callback):
         parts.append(f"{elapsed:.1f}s")
         # Every rank sees an equal shard, so rank 0's count times the world size is the global throughput.
         parts.append(f"{self._samples * trainer.world_size / max(elapsed, 1e-9):.0f} samples/s")
-        skipped = sum(pl_module.skipped.values())
+        skipped = pl_module.skipped["train"]
         if skipped:
-            parts.append(f"skipped {skipped} {dict(pl_module.skipped)}")
+            parts.append(f"skipped {sum(skipped.values())} {dict(skipped)}")
         rank_zero_info(" | ".join(parts))

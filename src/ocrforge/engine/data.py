@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import cv2
 import lightning as L
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -25,20 +26,21 @@ class EpochIndexSampler(DistributedSampler):
 
     The epoch is the number of times iteration has started, counted here rather than taken from Lightning's
     ``set_epoch``: on resume Lightning creates the iterator (and workers prefetch from it) before it sets the
-    epoch, which would replay epoch 0's order. The count is saved in checkpoints through the data module.
+    epoch, which would replay epoch 0's order. A run resumed mid-epoch starts at that epoch and drops the
+    ``skip`` samples its shard had already trained on, so it sees exactly the rest of the interrupted epoch.
     """
 
-    def __init__(self, *args: Any, start_epoch: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, start_epoch: int = 0, skip: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.epoch = start_epoch
+        self.epoch, self.skip = start_epoch, skip
 
     def set_epoch(self, epoch: int) -> None:
         """Ignored: see the class docstring."""
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         epoch = self.epoch
-        indices = list(super().__iter__())
-        self.epoch += 1
+        indices = list(super().__iter__())[self.skip:]
+        self.epoch, self.skip = self.epoch + 1, 0
         return ((epoch, index) for index in indices)
 
 
@@ -56,7 +58,7 @@ class UnpaddedEvalSampler(Sampler):
 
 
 def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, num_replicas: int = 1,
-                     rank: int = 0, start_epoch: int = 0) -> DataLoader | None:
+                     rank: int = 0, start_epoch: int = 0, skip_batches: int = 0) -> DataLoader | None:
     dataset = task.build_dataset(split)
     if dataset is None:
         return None
@@ -65,10 +67,15 @@ def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, n
     if training:
         shuffle = True if loader["shuffle"] is None else loader["shuffle"]
         sampler: Sampler = EpochIndexSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                                             seed=seed, drop_last=loader["drop_last"], start_epoch=start_epoch)
+                                             seed=seed, drop_last=loader["drop_last"], start_epoch=start_epoch,
+                                             skip=skip_batches * loader["batch_size"])
     else:
         sampler = UnpaddedEvalSampler(len(dataset), num_replicas, rank)
     workers = loader["num_workers"]
+    if workers > 0:
+        # Workers run in parallel already; an OpenCV thread pool in each would oversubscribe the cores. Set here,
+        # before the fork: reconfiguring the pool inside a forked worker can deadlock.
+        cv2.setNumThreads(1)
     return DataLoader(
         SkipSafeDataset(dataset, seed),
         batch_size=loader["batch_size"],
@@ -88,20 +95,19 @@ class TaskDataModule(L.LightningDataModule):
     def __init__(self, task: Task) -> None:
         super().__init__()
         self.task = task
-        self._train_sampler: EpochIndexSampler | None = None
-        self._start_epoch = 0
+        self._start_epoch, self._skip_batches = 0, 0
 
     def _loader(self, split: str, training: bool) -> DataLoader | None:
         trainer = self.trainer
         return build_dataloader(self.task, split, training=training, seed=self.task.cfg.seed,
                                 num_replicas=trainer.world_size if trainer else 1,
-                                rank=trainer.global_rank if trainer else 0, start_epoch=self._start_epoch)
+                                rank=trainer.global_rank if trainer else 0, start_epoch=self._start_epoch,
+                                skip_batches=self._skip_batches if training else 0)
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", training=True)
         if loader is None:
             raise ValueError("data.train is not configured")
-        self._train_sampler = loader.sampler
         return loader
 
     def val_dataloader(self) -> DataLoader | list:
@@ -114,7 +120,15 @@ class TaskDataModule(L.LightningDataModule):
         return loader
 
     def state_dict(self) -> dict[str, Any]:
-        return {"train_epochs_started": self._train_sampler.epoch if self._train_sampler else self._start_epoch}
+        """Where training stands in the data: the epoch and the batches of it already trained on."""
+        trainer = self.trainer
+        if trainer is None:
+            return {"epoch": self._start_epoch, "batches_done": self._skip_batches}
+        # Batches trained over the whole run, whatever hook saves (mid-epoch, end-of-epoch validation, train end).
+        total = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+        per_epoch = max(1, int(trainer.num_training_batches))
+        return {"epoch": total // per_epoch, "batches_done": total % per_epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._start_epoch = int(state_dict.get("train_epochs_started", 0))
+        self._start_epoch = int(state_dict.get("epoch", 0))
+        self._skip_batches = int(state_dict.get("batches_done", 0))

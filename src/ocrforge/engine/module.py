@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections import Counter
 from typing import Any
 
@@ -10,7 +11,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.collate import SKIP_KEY
+from ..data.collate import COUNT_KEY, SKIP_KEY
 from ..registry import OPTIMIZERS, SCHEDULERS, TASKS
 from ..tasks.base import Task
 
@@ -35,17 +36,31 @@ class TaskModule(L.LightningModule):
         self.criterion = self.task.build_loss()
         self.val_metric = self.task.build_metric()
         self.test_metric = self.task.build_metric()
-        self.skipped: Counter = Counter()
+        # Per split; train counts cover the latest epoch, val/test the latest full pass (sanity checks ignored).
+        self.skipped: dict[str, Counter] = {"train": Counter(), "val": Counter(), "test": Counter()}
+        self.data_counts: dict[str, Counter] = {"train": Counter(), "val": Counter(), "test": Counter()}
         self.nonfinite_streak = 0
         self.test_predictions: list[dict] = []
 
     # --- steps ----------------------------------------------------------------------------------------------
-    def _count_skips(self, batch: dict) -> int:
-        self.skipped.update(batch.get(SKIP_KEY, {}))
+    def _count_skips(self, batch: dict, split: str) -> int:
+        if not (self._trainer is not None and self.trainer.sanity_checking):
+            self.skipped[split].update(batch.get(SKIP_KEY, {}))
+            self.data_counts[split].update(batch.get(COUNT_KEY, {}))
         return int(batch["batch_size"])
 
+    def _reset_counts(self, split: str) -> None:
+        self.skipped[split].clear()
+        self.data_counts[split].clear()
+
+    def on_train_epoch_start(self) -> None:
+        self._reset_counts("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_counts("val")
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        size = self._count_skips(batch)
+        size = self._count_skips(batch, "train")
         if size == 0:
             return None
         outputs = self.task.forward_train(self.model, batch)
@@ -67,7 +82,7 @@ class TaskModule(L.LightningModule):
         return loss
 
     def _eval_step(self, batch: dict, metric: Any, prefix: str) -> dict[str, torch.Tensor] | None:
-        size = self._count_skips(batch)
+        size = self._count_skips(batch, prefix)
         if size == 0:
             return None
         outputs = self.task.forward_eval(self.model, batch)
@@ -103,7 +118,8 @@ class TaskModule(L.LightningModule):
             spec["lr"] = spec.get("lr", default_lr) * self.lr_scale
         optimizer = OPTIMIZERS.build(spec, params=self.model.named_parameters())
         total = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches) \
+            if math.isfinite(self.trainer.num_training_batches) else total
         scheduler = SCHEDULERS.build(OmegaConf.to_container(self.cfg.scheduler), optimizer=optimizer,
-                                     total_steps=total, steps_per_epoch=max(1, total // epochs))
+                                     total_steps=total, steps_per_epoch=max(1, per_epoch))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

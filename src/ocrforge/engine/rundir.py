@@ -38,9 +38,9 @@ def new_run_dir(work_dir: str | Path, project: str, exp_name: str, suffix: str =
     return path
 
 
-def find_latest_checkpoint(work_dir: str | Path) -> Path | None:
-    """The most recently written ``last.ckpt`` anywhere under ``work_dir``."""
-    found = [p for p in Path(work_dir).rglob("last.ckpt") if p.is_file()]
+def find_latest_checkpoint(work_dir: str | Path, project: str, exp_name: str) -> Path | None:
+    """The most recently written ``last.ckpt`` of this experiment's runs (``<work_dir>/<project>/<exp_name>_*``)."""
+    found = [p for p in (Path(work_dir) / project).glob(f"{exp_name}_*/checkpoints/last.ckpt") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 

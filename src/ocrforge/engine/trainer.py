@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
-from .callbacks import EMACallback, EpochSummary, PreemptionCallback, RNGStateCallback
+from .callbacks import EMACallback, EpochSummary, LastCheckpointCallback, RNGStateCallback
 from .checkpoint import AtomicCheckpointIO
 
 
@@ -38,7 +38,7 @@ def checkpoint_filename(monitor: str | None) -> str:
     if not monitor:
         return "epoch={epoch}-step={step}"
     short = monitor.replace("/", "_")
-    return f"epoch={{epoch}}-{short}={{{monitor}:.4f}}"
+    return f"epoch={{epoch}}-step={{step}}-{short}={{{monitor}:.4f}}"
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
@@ -82,8 +82,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
         dirpath=str(ckpt_dir), filename=checkpoint_filename(metric), monitor=metric, mode=mode,
         save_top_k=cfg.checkpoint.save_top_k if metric else 1, save_last=cfg.checkpoint.save_last,
         every_n_epochs=cfg.checkpoint.every_n_epochs, auto_insert_metric_name=False,
+        # The step is in every name, so no -v1 copies: a resumed run keeps writing the same last.ckpt.
+        enable_version_counter=False,
     )
-    callbacks = [checkpointing, RNGStateCallback(), PreemptionCallback(ckpt_dir), EpochSummary(), *(callbacks or [])]
+    callbacks = [checkpointing, RNGStateCallback(), LastCheckpointCallback(ckpt_dir), EpochSummary(),
+                 *(callbacks or [])]
     if cfg.ema.enabled:
         callbacks.insert(0, EMACallback(cfg.ema.decay, cfg.ema.warmup))
     loggers = build_loggers(cfg, run_dir)

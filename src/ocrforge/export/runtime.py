@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 # Each task's numpy-only pre/post-processing module: prepare(image, meta) and decode_outputs(outputs, meta).
-INFERENCE_MODULES = {"cls": "ocrforge.tasks.cls.inference"}
+INFERENCE_MODULES = {"cls": "ocrforge.tasks.cls.inference", "rec": "ocrforge.tasks.rec.inference"}
 
 
 def inference_module(task: str) -> ModuleType:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import timm
 from torch import nn
 
+from ..errors import ConfigError
+
 
 def create_timm_backbone(name: str, pretrained: bool = False, pretrained_path: str | None = None,
                          **kwargs: Any) -> nn.Module:
     """Any timm model by name; ``pretrained_path`` loads a local weight file instead of downloading."""
-    if name not in timm.list_models() and not timm.is_model(name):
-        hint = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise ValueError(f"unknown timm backbone '{name}'" + (f"; similar: {', '.join(hint)}" if hint else ""))
+    if not timm.is_model(name):
+        hint = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        raise ConfigError(f"unknown timm backbone '{name}'" + (f"; did you mean: {', '.join(hint)}?" if hint else ""))
     overlay = {"file": pretrained_path} if pretrained_path else None
     try:
         return timm.create_model(name, pretrained=pretrained or bool(pretrained_path),

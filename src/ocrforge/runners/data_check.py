@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ..data.collate import SKIP_KEY
+from ..data.collate import COUNT_KEY, SKIP_KEY
 from ..engine.data import build_dataloader
 from ..engine.module import build_task
 
@@ -19,11 +19,12 @@ def check_data(cfg: DictConfig, splits: tuple[str, ...] = ("train", "val", "test
         if not cfg.data.get(split):
             continue
         loader = build_dataloader(task, split, training=False)
-        loaded, skipped = 0, Counter()
+        loaded, skipped, counts = 0, Counter(), Counter()
         for batch in loader:
             loaded += int(batch["batch_size"])
             skipped.update(batch[SKIP_KEY])
+            counts.update(batch[COUNT_KEY])
         raw = task.raw_dataset(split) if hasattr(task, "raw_dataset") else None
-        report[split] = {"usable": loaded, "skipped_while_loading": dict(skipped),
+        report[split] = {"usable": loaded, "skipped_while_loading": dict(skipped), "data_counts": dict(counts),
                          "skipped_while_indexing": dict(getattr(raw, "skipped_at_init", {}) or {})}
     return report

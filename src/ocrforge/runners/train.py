@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import time
@@ -44,14 +45,15 @@ def _is_rank_zero() -> bool:
         os.environ.get("LOCAL_RANK", 0)) == 0
 
 
-def resolve_resume(resume: str | bool | None, work_dir: str) -> Path | None:
-    """``True``/'auto': newest ``last.ckpt`` under the work dir; a path: that file; None/False: no resume."""
+def resolve_resume(resume: str | bool | None, cfg: DictConfig) -> Path | None:
+    """``True``/'auto': the newest ``last.ckpt`` of this experiment under the work dir; a path: that file."""
     if not resume:
         return None
     if resume is True or resume == "auto":
-        found = find_latest_checkpoint(work_dir)
+        found = find_latest_checkpoint(cfg.work_dir, cfg.project, cfg.exp_name)
         if found is None:
-            raise CheckpointError(f"--resume: no last.ckpt found under work dir '{work_dir}'")
+            raise CheckpointError(f"--resume: no last.ckpt under {Path(cfg.work_dir) / cfg.project}/"
+                                  f"{cfg.exp_name}_*/checkpoints")
         return found
     path = Path(resume)
     if not path.is_file():
@@ -67,6 +69,20 @@ def _lr_scale(cfg: DictConfig, devices: int) -> float:
     scale = effective / base
     rank_zero_info(f"auto-scale-lr: effective batch {effective} / base {base} -> lr x {scale:.4g}")
     return scale
+
+
+def _check_monitor(module: TaskModule, monitor: str | None, has_val: bool) -> None:
+    """Fail before training, not after the first epoch, when checkpoint.monitor names no logged metric."""
+    if monitor is None:
+        return
+    names = {f"val/{k}" for k in module.task.rename_metrics(module.task.build_metric().compute())} | {"val/loss"}
+    names |= {"train/loss", "train/loss_epoch"}
+    if monitor not in names:
+        hint = difflib.get_close_matches(monitor, sorted(names), n=1)
+        raise ConfigError(f"checkpoint.monitor: '{monitor}' is not a logged metric"
+                          + (f"; did you mean '{hint[0]}'?" if hint else "")
+                          + ("" if has_val else " (no data.val is configured)")
+                          + f" (logged: {', '.join(sorted(names))})")
 
 
 def _report_dataset_skips(datamodule: TaskDataModule) -> dict[str, dict[str, int]]:
@@ -88,7 +104,7 @@ def train(cfg: DictConfig, *, resume: str | bool | None = None, load_from: str |
     ``callbacks`` are added to the built-in ones (Python API only).
     """
     L.seed_everything(cfg.seed, workers=True)
-    resume_path = resolve_resume(resume, cfg.work_dir)
+    resume_path = resolve_resume(resume, cfg)
     previous = run_dir_of_checkpoint(resume_path) if resume_path else None
     inherited = os.environ.get(RUN_DIR_ENV)
     # A resumed run continues in its own folder; a fresh one never reuses an earlier folder.
@@ -108,19 +124,29 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
 
     if amp:  # recorded in the effective config, so test/export of this run know how it was trained
         cfg.train.precision = amp_precision()
-    world = (int(devices) if str(devices).isdigit() else 1) * (num_nodes or cfg.train.num_nodes)
-    module = TaskModule(OmegaConf.to_container(cfg), lr_scale=_lr_scale(cfg, world) if auto_scale_lr else 1.0)
+    requested = devices if devices is not None else cfg.train.devices
+    world = (int(requested) if str(requested).isdigit() else 1) * (num_nodes or cfg.train.num_nodes)
+    scale = _lr_scale(cfg, world) if auto_scale_lr or cfg.auto_scale_lr.enabled else 1.0
+    module = TaskModule(OmegaConf.to_container(cfg), lr_scale=scale)
     cfg = module.cfg  # now with values the task derived (e.g. class names)
     if _is_rank_zero():
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        suffix = "" if resume_path is None else f"_resume_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+        (run_dir / f"config{suffix}.yaml").write_text(to_yaml(cfg))
         env = environment_info()
         env.update(seed=cfg.seed, resumed_from=str(resume_path) if resume_path else None, load_from=load_from)
-        write_json(run_dir / ("env.json" if resume_path is None else f"env_resume_{int(time.time())}.json"), env)
+        write_json(run_dir / f"env{suffix}.json", env)
     rank_zero_info(f"run folder: {run_dir}")
 
     source = load_from or cfg.get("load_from")
     if source and resume_path is None:
-        report = load_weights_report(module.model, model_state(read_checkpoint(source)))
+        checkpoint = read_checkpoint(source)
+        stored = (checkpoint.get("hyper_parameters") or {}).get("config")
+        state, remap = module.task.remap_state(model_state(checkpoint), stored, module.model)
+        report = load_weights_report(module.model, state)
+        if remap is not None:
+            report["charset_remap"] = remap
+            rank_zero_info(f"load-from: dictionary changed: {remap['kept_chars']} characters kept, "
+                           f"{len(remap['new_chars'])} new, {len(remap['dropped_chars'])} dropped")
         rank_zero_info(f"load-from {source}: {len(report['loaded'])} tensors loaded, missing {report['missing']}, "
                        f"unexpected {report['unexpected']}, shape-mismatched {report['shape_mismatched']}")
         if _is_rank_zero():
@@ -130,6 +156,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
     has_val = datamodule.task.build_dataset("val") is not None
     monitor = (cfg.checkpoint.monitor, cfg.checkpoint.mode) if cfg.checkpoint.monitor else (
         module.task.default_monitor() if has_val else (None, "max"))
+    _check_monitor(module, monitor[0], has_val)
     trainer = build_trainer(cfg, run_dir, monitor, devices=devices,
                             num_nodes=num_nodes, strategy=strategy, callbacks=callbacks)
     threads = tune_cpu_threads(cfg)
@@ -150,7 +177,9 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
                  "checkpoint": ckpt_cb.best_model_path if ckpt_cb is not None else None},
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
         "train_seconds_this_session": round(time.perf_counter() - started, 2),
-        "skipped_samples": {"while_indexing": init_skips, "while_loading": dict(module.skipped)},
+        "skipped_samples": {"while_indexing": init_skips,
+                            "while_loading": {k: dict(v) for k, v in module.skipped.items() if v}},
+        "data_counts": {k: dict(v) for k, v in module.data_counts.items() if v},
         "precision": str(trainer.precision),
     }
     last = run_dir / "checkpoints" / "last.ckpt"

@@ -31,6 +31,12 @@ class Task(ABC):
         """Copy values a training run derived (class names, charsets) from a checkpoint's config into ``config``."""
         return None
 
+    def remap_state(self, state: dict[str, torch.Tensor], stored: dict | None,
+                    model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+        """Adapt weights from a checkpoint trained with config ``stored`` before ``--load-from`` loads them
+        (e.g. classifier rows for another dictionary); returns the state and a report, or None if unchanged."""
+        return state, None
+
     # --- building -------------------------------------------------------------------------------------------
     @abstractmethod
     def build_model(self) -> nn.Module: ...
@@ -60,6 +66,10 @@ class Task(ABC):
 
     def forward_eval(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         return model(batch["image"])
+
+    def rename_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Metric names as logged (e.g. class indices -> class names)."""
+        return metrics
 
     @abstractmethod
     def predictions(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,8 @@ from torch.utils.data import Dataset
 from ...data.images import IMAGE_SUFFIXES, read_image
 from ...data.label_files import DataError, read_label_file
 from ...registry import DATASETS
+
+log = logging.getLogger("ocrforge")
 
 
 class _FileListDataset(Dataset):
@@ -60,7 +63,12 @@ class ImageFolderDataset(_FileListDataset):
         folder = Path(root)
         if not folder.is_dir():
             raise DataError(f"image folder not found: {root}")
-        names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        names, empty = [], []
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            has_image = any(f.suffix.lower() in IMAGE_SUFFIXES for f in sub.rglob("*"))
+            (names if has_image else empty).append(sub.name)
+        if empty:
+            log.warning("image folder %s: left out class folders without images: %s", root, ", ".join(empty))
         if not names:
             raise DataError(f"image folder {root} has no class sub-folders")
         return names

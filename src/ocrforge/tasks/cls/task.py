@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ...config.schema import LoaderSchema, registry_node, split_data_spec
+from ...errors import ConfigError
 from ...registry import DATASETS, MODELS, TASKS, TRANSFORMS
 from ..base import Task
 from . import datasets as _datasets  # noqa: F401  (registers the datasets)
@@ -94,9 +95,14 @@ class ClassificationTask(Task):
             if node is None:
                 return None
             spec, _ = split_data_spec(OmegaConf.to_container(node))
-            injected = {"classes": self.classes} if "classes" in getattr(DATASETS.get(spec["type"]),
-                                                                         "config_injected", ()) else {}
-            self._raw[split] = DATASETS.build(spec, **injected)
+            dataset_cls = DATASETS.get(spec["type"])
+            injected = {"classes": self.classes} if "classes" in getattr(dataset_cls, "config_injected", ()) else {}
+            dataset = DATASETS.build(spec, **injected)
+            own = getattr(dataset, "classes", None)
+            if not injected and own is not None and len(own) != len(self.classes):
+                raise ConfigError(f"data.classes has {len(self.classes)} names but data.{split} ({spec['type']}) "
+                                  f"produces {len(own)} classes: {own}")
+            self._raw[split] = dataset
         return self._raw[split]
 
     def build_dataset(self, split: str) -> Dataset | None:

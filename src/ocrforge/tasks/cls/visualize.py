@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
+
+from ...data.fonts import matplotlib_font_dir
 
 GREEN, RED = (20, 160, 40), (210, 30, 30)
+
+
+@lru_cache(maxsize=1)
+def _font() -> ImageFont.FreeTypeFont:
+    # DejaVu Sans (shipped with matplotlib) covers accented and Greek/Cyrillic class names; PIL's default does not.
+    return ImageFont.truetype(str(matplotlib_font_dir() / "DejaVuSans.ttf"), 11)
 
 
 def save_confusion_matrix(confusion: np.ndarray, classes: Sequence[str], path: Path) -> None:
@@ -55,7 +64,7 @@ def save_prediction_grids(predictions: Sequence[dict], load_image: Callable[[dic
             sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
             ok = pred["label"] == pred["gt"]
             draw.text((x + 3, y + tile + 2), f"{pred['gt']} > {pred['label']} {pred['score']:.2f}",
-                      fill=GREEN if ok else RED)
+                      fill=GREEN if ok else RED, font=_font())
         path = out_dir / f"predictions_{start // per_grid:03d}.png"
         sheet.save(path)
         paths.append(path)

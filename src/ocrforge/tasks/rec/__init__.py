@@ -1,0 +1,1 @@
+"""Text recognition: CTC and attention recognisers over word and line crops."""

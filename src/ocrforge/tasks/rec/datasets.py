@@ -1,0 +1,69 @@
+"""Recognition datasets: label files (several, with ratios), LMDB, built-in synthetic words. Raw samples:
+``{"image": RGB uint8, "label": str, "path": str}``; encoding and resizing happen in the task's sample transform."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from ...data.images import read_image
+from ...data.lmdb_store import LmdbReader
+from ...data.rec_labels import read_rec_labels
+from ...data.synth_text import SynthWordsDataset
+from ...errors import DataError
+from ...registry import DATASETS
+
+
+@DATASETS.register("RecLabelFile")
+class RecLabelFileDataset(Dataset):
+    """``path<TAB>text`` files; ``ratios`` samples each file (PaddleOCR's ``ratio_list``), paths relative to
+    ``data_root`` (default: each file's folder). Images are read from disk per sample, never held in memory."""
+
+    def __init__(self, label_files: list[str], data_root: str | None = None, ratios: list[float] | None = None,
+                 seed: int = 0) -> None:
+        self.samples, skips = read_rec_labels(label_files, data_root, ratios, seed=seed)
+        self.skipped_at_init: Counter = skips
+        if not self.samples:
+            raise DataError(f"label files {', '.join(label_files)}: no usable samples ({dict(skips)})")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        return {"image": read_image(path), "label": label, "path": path}
+
+
+@DATASETS.register("RecLMDB")
+class RecLmdbDataset(Dataset):
+    """One or more LMDB folders in the standard layout, concatenated."""
+
+    def __init__(self, roots: list[str]) -> None:
+        if not roots:
+            raise DataError("RecLMDB needs at least one folder in 'roots'")
+        self.readers = [LmdbReader(root) for root in roots]
+        self.offsets = [0]
+        for reader in self.readers:
+            self.offsets.append(self.offsets[-1] + len(reader))
+        for reader in self.readers:
+            reader.close()  # reopened lazily in each DataLoader worker
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        which = bisect.bisect_right(self.offsets, index) - 1
+        reader = self.readers[which]
+        image, label = reader.get(index - self.offsets[which])
+        return {"image": image, "label": label, "path": f"lmdb://{reader.path}#{index - self.offsets[which] + 1}"}
+
+
+@DATASETS.register("SynthWords")
+class SynthWordsSource(SynthWordsDataset):
+    """Built-in synthetic words and short lines (realistic text, bundled OFL fonts, photographic effects),
+    restricted to the task's dictionary; deterministic per (seed, index)."""
+
+    config_injected = ("charset",)

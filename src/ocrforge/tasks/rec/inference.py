@@ -1,0 +1,109 @@
+"""Recognition pre- and post-processing in numpy + OpenCV only, shared by the PyTorch and ONNX Runtime paths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+BLANK = 0
+UNKNOWN_TEXT = "\ufffd"
+
+
+def border_colour(image: np.ndarray) -> np.ndarray:
+    """Median colour of the outermost pixels: the crop's own background, used for padding."""
+    edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return np.median(edge, axis=0).astype(np.uint8)
+
+
+def resize_pad(image: np.ndarray, height: int, max_width: int, pad_to: int | None = None) -> tuple[np.ndarray, float]:
+    """Fixed height, aspect ratio kept, width capped at ``max_width``; padded on the right to ``pad_to`` (default
+    ``max_width``) with the crop's border colour, so padding looks like the background the model trained on.
+    Returns the uint8 image and the fraction of the width that holds text."""
+    h, w = image.shape[:2]
+    width = int(min(max_width, max(1, round(w * height / max(h, 1)))))
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if h > height else cv2.INTER_LINEAR)
+    target = max_width if pad_to is None else max(pad_to, width)
+    canvas = np.empty((height, target, 3), dtype=np.uint8)
+    canvas[:] = border_colour(image)
+    canvas[:, :width] = resized
+    return canvas, width / target
+
+
+def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    out = (image.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def prepare(image: np.ndarray, meta: dict) -> np.ndarray:
+    """RGB uint8 crop -> float32 3xHxW at the exported input size."""
+    height, width = meta["input_size"]
+    padded, _ = resize_pad(image, height, width)
+    return normalise(padded, meta["mean"], meta["std"])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _text(ids: Sequence[int], tokens: Sequence[str]) -> str:
+    return "".join(UNKNOWN_TEXT if tokens[i] == "<unk>" else tokens[i] for i in ids)
+
+
+def ctc_greedy(probs: np.ndarray, tokens: Sequence[str]) -> list[dict]:
+    """Best path: argmax per frame, merge repeats, drop blanks.
+
+    Per-character confidence is the highest probability among the frames of that character; the word confidence
+    is their product (1.0 for an empty prediction is not claimed: it gets the mean blank probability instead).
+    """
+    results = []
+    best = probs.argmax(axis=-1)
+    for frames, ids in zip(probs, best, strict=True):
+        chars, scores, previous = [], [], BLANK
+        for t, index in enumerate(ids):
+            if index != BLANK and index != previous:
+                chars.append(int(index))
+                scores.append(float(frames[t, index]))
+            elif index != BLANK and index == previous:
+                scores[-1] = max(scores[-1], float(frames[t, index]))
+            previous = index
+        word = float(np.prod(scores)) if scores else float(frames[:, BLANK].mean())
+        results.append({"text": _text(chars, tokens), "score": word, "char_scores": scores})
+    return results
+
+
+def ctc_beam_search(probs: np.ndarray, tokens: Sequence[str], beam_width: int = 5) -> list[dict]:
+    """CTC prefix beam search (no language model): keeps the ``beam_width`` most probable label prefixes,
+    summing the probability of every alignment of a prefix, so it can beat best-path on ambiguous frames."""
+    results = []
+    for frames in probs:
+        beams: dict[tuple[int, ...], tuple[float, float]] = {(): (1.0, 0.0)}  # prefix -> (p ends in blank, in char)
+        for frame in frames:
+            candidates = np.argsort(-frame)[: beam_width + 1]
+            nxt: dict[tuple[int, ...], list[float]] = {}
+            for prefix, (p_blank, p_char) in beams.items():
+                total = p_blank + p_char
+                entry = nxt.setdefault(prefix, [0.0, 0.0])
+                entry[0] += total * frame[BLANK]
+                if prefix:
+                    entry[1] += p_char * frame[prefix[-1]]  # repeated character without a blank: same prefix
+                for c in candidates:
+                    c = int(c)
+                    if c == BLANK:
+                        continue
+                    extended = nxt.setdefault((*prefix, c), [0.0, 0.0])
+                    extended[1] += (p_blank if prefix and prefix[-1] == c else total) * frame[c]
+            ranked = sorted(nxt.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam_width]
+            norm = sum(b + c for _, (b, c) in ranked) or 1.0  # rescale each frame so long inputs do not underflow
+            beams = {k: (b / norm, c / norm) for k, (b, c) in ranked}
+        prefix, (p_blank, p_char) = max(beams.items(), key=lambda kv: kv[1][0] + kv[1][1])
+        results.append({"text": _text(prefix, tokens), "score": float(p_blank + p_char)})
+    return results
+
+
+def decode_outputs(outputs: dict[str, np.ndarray], meta: dict) -> list[dict]:
+    """``probs`` [N, T, C] (softmax already applied in the graph) -> text, word score, per-character scores."""
+    return ctc_greedy(outputs["probs"], meta["tokens"])

@@ -1,0 +1,262 @@
+"""Recognition task: charset, crops -> fixed-height padded tensors, Recognizer, CTC/attention loss, metrics."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from ...config.schema import LoaderSchema, registry_node, split_data_spec
+from ...data.charset import Charset
+from ...data.collate import COUNT_KEY
+from ...data.images import SampleSkipped
+from ...errors import ConfigError
+from ...registry import DATASETS, LOSSES, MODELS, TASKS, TRANSFORMS
+from ..base import Task
+from . import datasets as _datasets  # noqa: F401  (registers the datasets)
+from . import loss as _loss  # noqa: F401  (registers the loss)
+from . import model as _model  # noqa: F401  (registers the model)
+from .finetune import remap_charset_rows
+from .heads import CTCHead
+from .inference import ctc_greedy, normalise, resize_pad
+from .metric import RecognitionMetric
+from .visualize import save_prediction_grids
+
+
+@dataclass
+class CharsetSchema:
+    # A built-in name (digits, lowercase, printable, printable_space) or a dictionary file (one char per line).
+    dict: str = "printable"
+    use_space_char: bool = False
+    lowercase: bool = False
+    oov: str = "skip"  # error | skip | unknown
+
+
+@dataclass
+class RecDataSchema:
+    image_size: list[int] = field(default_factory=lambda: [32, 128])  # [H, max W]
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    max_text_length: int = 25
+    charset: CharsetSchema = field(default_factory=CharsetSchema)
+    train: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+    val: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+    test: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+
+
+def ctc_min_frames(ids: Sequence[int]) -> int:
+    """Frames CTC needs for a label: one per character plus a blank between each repeated pair."""
+    return len(ids) + sum(1 for a, b in itertools.pairwise(ids) if a == b)
+
+
+class RecSamples(Dataset):
+    """Raw crops -> augmented, resized, padded tensors and encoded labels (all in DataLoader workers).
+
+    Labels are skipped and counted when empty, outside the dictionary (policy ``skip``), longer than
+    ``max_text_length``, or too long for the model's output sequence (CTC could not align them).
+    """
+
+    def __init__(self, raw: Dataset, task: RecognitionTask, augment: v2.Transform | None) -> None:
+        self.raw, self.task, self.augment = raw, task, augment
+
+    def __len__(self) -> int:
+        return len(self.raw)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.raw[index]
+        counts: Counter = Counter()
+        ids = self.task.charset.encode_label(sample["label"], counts)
+        if isinstance(ids, str):
+            raise SampleSkipped(ids)
+        if len(ids) > self.task.max_text_length:
+            raise SampleSkipped("label_too_long")
+        if ctc_min_frames(ids) > self.task.output_frames:
+            raise SampleSkipped("label_too_long_for_model")
+        image = sample["image"]
+        if self.augment is not None:
+            image = self.augment(torch.from_numpy(image).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+        return {"image": torch.from_numpy(self.task.preprocess(image)), "ids": ids,
+                "text": self.task.charset.normalize(sample["label"]), "index": index, "path": sample["path"],
+                COUNT_KEY: {k: v for k, v in counts.items() if v}}
+
+
+@TASKS.register("rec")
+class RecognitionTask(Task):
+    name = "rec"
+    data_schema = RecDataSchema
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        c = cfg.data.charset
+        self.charset = Charset.load(c.dict, use_space_char=c.use_space_char, lowercase=c.lowercase, oov=c.oov)
+        self.max_text_length = int(cfg.data.max_text_length)
+        self.height, self.max_width = (int(v) for v in cfg.data.image_size)
+        self._raw: dict[str, Dataset] = {}
+        self.output_frames = 0  # set by build_model: frames the model emits for a max-width crop
+
+    @classmethod
+    def adopt_from_checkpoint(cls, config: dict, stored: dict) -> None:
+        return None  # the charset is part of the config; a different one is a fine-tune (see remap_state)
+
+    # --- building -------------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        spec = OmegaConf.to_container(self.cfg.model)
+        head = spec.get("head") or {}
+        if head.get("type") == "attention" and head.get("max_length", 26) < self.max_text_length + 1:
+            raise ConfigError(f"model.head.max_length must be at least data.max_text_length + 1 "
+                              f"({self.max_text_length + 1})")
+        model = MODELS.build(spec, num_classes=self.charset.num_classes)
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            probe = model(torch.zeros(1, 3, self.height, self.max_width))
+            model.train(was_training)
+        self.output_frames = probe["logits"].shape[1] if "logits" in probe else self.max_text_length + 1
+        return model
+
+    def raw_dataset(self, split: str) -> Dataset | None:
+        if split not in self._raw:
+            node = self.cfg.data.get(split) or (self.cfg.data.get("val") if split == "test" else None)
+            if node is None:
+                return None
+            spec, _ = split_data_spec(OmegaConf.to_container(node))
+            wants_charset = "charset" in getattr(DATASETS.get(spec["type"]), "config_injected", ())
+            self._raw[split] = DATASETS.build(spec, **({"charset": self.charset} if wants_charset else {}))
+        return self._raw[split]
+
+    def build_dataset(self, split: str) -> Dataset | None:
+        raw = self.raw_dataset(split)
+        if raw is None:
+            return None
+        if not self.output_frames:
+            self.build_model()  # the output length decides which labels fit
+        node = self.cfg.data.get(split) or self.cfg.data.get("val")
+        _, loader = split_data_spec(OmegaConf.to_container(node))
+        augment = v2.Compose([TRANSFORMS.build(t) for t in loader["transforms"]]) if loader["transforms"] else None
+        return RecSamples(raw, self, augment)
+
+    def collate(self, samples: list[dict]) -> dict:
+        lengths = torch.tensor([len(s["ids"]) for s in samples], dtype=torch.long)
+        longest = int(lengths.max()) if len(samples) else 0
+        ids = torch.zeros(len(samples), max(longest, 1), dtype=torch.long)
+        # Attention targets: the characters, then eos, then -100 (ignored by the loss).
+        tokens = torch.full((len(samples), longest + 1), -100, dtype=torch.long)
+        for i, s in enumerate(samples):
+            ids[i, : len(s["ids"])] = torch.tensor(s["ids"], dtype=torch.long)
+            tokens[i, : len(s["ids"])] = ids[i, : len(s["ids"])]
+            tokens[i, len(s["ids"])] = self.charset.num_classes + 1
+        return {"image": torch.stack([s["image"] for s in samples]),
+                "targets": {"ids": ids, "lengths": lengths, "tokens": tokens},
+                "text": [s["text"] for s in samples], "index": torch.tensor([s["index"] for s in samples]),
+                "path": [s["path"] for s in samples]}
+
+    def build_loss(self) -> nn.Module:
+        spec = OmegaConf.to_container(self.cfg.loss) if self.cfg.get("loss") else {"type": "rec"}
+        return LOSSES.build(spec)
+
+    def build_metric(self) -> RecognitionMetric:
+        return RecognitionMetric(lambda outputs: [r["text"] for r in self.decode(outputs)])
+
+    def default_monitor(self) -> tuple[str, str]:
+        return "val/acc", "max"
+
+    # --- running --------------------------------------------------------------------------------------------
+    def forward_train(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        return model(batch["image"], batch["targets"])
+
+    def forward_eval(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        return model(batch["image"], batch["targets"])
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict]:
+        if "probs" in outputs:
+            return ctc_greedy(outputs["probs"].float().cpu().numpy(), self.charset.tokens)
+        results = []
+        probs = outputs["attn_logits"].float().softmax(-1).cpu()
+        eos = self.charset.num_classes + 1
+        for row in probs:
+            best, ids, scores = row.max(-1), [], []
+            for score, index in zip(best.values.tolist(), best.indices.tolist(), strict=True):
+                if index == eos:
+                    break
+                if 0 < index < self.charset.num_classes:
+                    ids.append(index)
+                    scores.append(score)
+            results.append({"text": self.charset.decode(ids), "score": float(np.prod(scores)) if scores else 0.0,
+                            "char_scores": scores})
+        return results
+
+    def predictions(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[dict]:
+        from rapidfuzz.distance import Levenshtein
+
+        decoded = self.decode(outputs)
+        for pred, gt, index, path in zip(decoded, batch["text"], batch["index"].tolist(), batch["path"],
+                                         strict=True):
+            pred.update(gt=gt, index=index, path=path, correct=pred["text"] == gt,
+                        ned=Levenshtein.normalized_distance(pred["text"], gt))
+        return decoded
+
+    def save_test_artifacts(self, metrics: dict, predictions: list[dict], out_dir: Path,
+                            show_dir: Path | None, worst: int = 50) -> None:
+        errors = sorted((p for p in predictions if not p["correct"]), key=lambda p: (-p["ned"], p["index"]))
+        with open(out_dir / "worst_errors.jsonl", "w", encoding="utf-8") as handle:
+            for pred in errors[:worst]:
+                row = {k: pred[k] for k in ("path", "gt", "text", "score", "ned")}
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if show_dir is not None:
+            raw = self.raw_dataset("test")
+            save_prediction_grids(predictions, lambda p: raw[p["index"]]["image"], show_dir)
+
+    # --- fine-tuning with another dictionary ----------------------------------------------------------------
+    def remap_state(self, state: dict[str, torch.Tensor], stored: dict | None,
+                    model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+        if not stored or stored.get("task") != "rec":
+            return state, None
+        c = stored["data"]["charset"]
+        source = Charset.load(c["dict"], use_space_char=c.get("use_space_char", False),
+                              lowercase=c.get("lowercase", False), oov=c.get("oov", "skip"))
+        if source.tokens == self.charset.tokens:
+            return state, None
+        return remap_charset_rows(state, model.state_dict(), source.tokens, self.charset.tokens)
+
+    # --- inference and export -------------------------------------------------------------------------------
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        padded, _ = resize_pad(image, self.height, self.max_width)
+        return normalise(padded, self.cfg.data.mean, self.cfg.data.std)
+
+    def export_module(self, model: nn.Module) -> nn.Module:
+        if not isinstance(getattr(model, "head", None), CTCHead):
+            raise ConfigError("ONNX export needs a CTC head (model.head.type: ctc); an attention head decodes "
+                              "autoregressively and is exported as guidance only")
+        return _RecInference(model)
+
+    def onnx_output_names(self) -> Sequence[str]:
+        return ["probs"]
+
+    def onnx_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"image": {0: "batch", 3: "width"}, "probs": {0: "batch", 1: "frames"}}
+
+    def onnx_metadata(self) -> dict[str, Any]:
+        d = self.cfg.data
+        return {"task": "rec", "input_size": [self.height, self.max_width], "mean": list(d.mean),
+                "std": list(d.std), "tokens": self.charset.tokens, "lowercase": self.charset.lowercase,
+                "padding": "right, crop border colour", "color": "RGB", "layout": "NCHW"}
+
+
+class _RecInference(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.model(image)["probs"],)
