@@ -45,6 +45,7 @@ class LoaderSchema:
 class TrainSchema:
     max_epochs: int | None = 10
     max_steps: int = -1
+    max_time: str | None = None  # "DD:HH:MM:SS": stop (saving last.ckpt) when the wall-clock budget is spent
     # Lightning's names: 32 | 32-true | bf16-mixed | 16-mixed | bf16-true | 16-true | 64 (ints are accepted).
     precision: Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true",
                        32, 16, 64] = "32"

@@ -98,6 +98,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
         default_root_dir=str(run_dir),
         max_epochs=t.max_epochs if t.max_epochs is not None else -1,
         max_steps=t.max_steps,
+        max_time=t.max_time,
         precision=str(t.precision),
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,

@@ -46,10 +46,16 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, *, use_ema
     axes = dict(onnx_cfg.dynamic_axes) if onnx_cfg.dynamic_axes else task.onnx_dynamic_axes()
     shape = list(onnx_cfg.input_shape or [2, 3, *module.cfg.data.image_size])
     example = _example_batch(module, shape)
-    with torch.no_grad():
-        torch.onnx.export(wrapper, (torch.from_numpy(example),), str(out), input_names=input_names,
-                          output_names=output_names, dynamic_axes=axes, opset_version=onnx_cfg.opset,
-                          dynamo=onnx_cfg.dynamo, do_constant_folding=True)
+    # The fused inference kernels of nn.TransformerEncoderLayer / MultiheadAttention have no ONNX form.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(wrapper, (torch.from_numpy(example),), str(out), input_names=input_names,
+                              output_names=output_names, dynamic_axes=axes, opset_version=onnx_cfg.opset,
+                              dynamo=onnx_cfg.dynamo, do_constant_folding=True)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     model = onnx.load(str(out))
     meta = {**task.onnx_metadata(), "outputs": output_names, "checkpoint": Path(ckpt_path).name}
     entry = model.metadata_props.add()

@@ -6,6 +6,7 @@ import difflib
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,10 @@ def _check_monitor(module: TaskModule, monitor: str | None, has_val: bool) -> No
     """Fail before training, not after the first epoch, when checkpoint.monitor names no logged metric."""
     if monitor is None:
         return
-    names = {f"val/{k}" for k in module.task.rename_metrics(module.task.build_metric().compute())} | {"val/loss"}
+    with warnings.catch_warnings():  # compute() on a fresh metric gives the names; its values are unused
+        warnings.simplefilter("ignore")
+        empty = module.task.build_metric().compute()
+    names = {f"val/{k}" for k in module.task.rename_metrics(empty)} | {"val/loss"}
     names |= {"train/loss", "train/loss_epoch"}
     if monitor not in names:
         hint = difflib.get_close_matches(monitor, sorted(names), n=1)

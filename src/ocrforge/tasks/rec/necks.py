@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...registry import NECKS
@@ -24,18 +25,37 @@ class BiLSTMNeck(nn.Module):
         return self.lstm(features.transpose(1, 2))[0]
 
 
+class _SelfAttention(nn.Module):
+    """Multi-head self-attention written out (not nn.MultiheadAttention): its export keeps the sequence length
+    dynamic, which a recogniser over variable-width crops needs."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
 class _MixingBlock(nn.Module):
     """Local mixing (depthwise conv over neighbouring frames) then global mixing (self-attention), as in SVTR."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
         self.local = nn.Sequential(nn.Conv1d(dim, dim, 3, padding=1, groups=dim), nn.BatchNorm1d(dim), nn.GELU())
-        self.attn = nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout, activation="gelu",
-                                               batch_first=True, norm_first=True)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = _SelfAttention(dim, heads, dropout)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.local(x.transpose(1, 2)).transpose(1, 2)
-        return self.attn(x)
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
 
 
 @NECKS.register("svtr")
