@@ -1,4 +1,5 @@
-"""``ocrforge dict …`` and ``ocrforge convert …``: argument parsing only; each command calls one data function.
+"""``ocrforge dict …``, ``ocrforge convert …`` and ``ocrforge synth …``: argument parsing only; each command calls
+one data function.
 
 ``cli.py`` adds these parsers with ``add_parsers(sub)`` and hands every parsed command to ``run(args)`` first;
 ``run`` returns None for commands that are not its own.
@@ -8,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
-COMMANDS = ("dict", "convert")
+COMMANDS = ("dict", "convert", "synth")
 
 
 def add_parsers(subparsers: Any) -> None:
-    """Register ``dict`` and ``convert`` on the main parser's ``add_subparsers(dest="command")`` object."""
+    """Register ``dict``, ``convert`` and ``synth`` on the main parser's ``add_subparsers(dest="command")`` object."""
     p = subparsers.add_parser("dict", help="character dictionary tools")
     dsub = p.add_subparsers(dest="dict_command", required=True)
     q = dsub.add_parser("build", help="build a dictionary (one character per line) from path<TAB>label files")
@@ -56,6 +58,31 @@ def add_parsers(subparsers: Any) -> None:
     q.add_argument("--labels", required=True, metavar="PATH")
     q.add_argument("--out", required=True, metavar="PATH", help="paddle: a label file; icdar2015: a folder")
 
+    p = subparsers.add_parser("synth", help="write synthetic training data to disk")
+    ssub = p.add_subparsers(dest="synth_command", required=True)
+    q = ssub.add_parser("rec", help="synthetic word crops -> DIR/images/*.jpg + DIR/labels.txt, or an LMDB")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--num", required=True, type=_int_at_least(1), metavar="N", help="how many words")
+    q.add_argument("--seed", type=int, default=0, help="the same seed writes the same images and labels")
+    q.add_argument("--height", type=_int_at_least(8), default=32,
+                   help="crop height in pixels, at least 8 (width follows the text)")
+    q.add_argument("--charset", default="printable_space",
+                   help="a built-in charset name or a dictionary file; restricts the text (default: %(default)s)")
+    q.add_argument("--fonts-dir", action="append", metavar="DIR",
+                   help="more fonts besides the bundled pack and matplotlib's (repeatable)")
+    q.add_argument("--lmdb", action="store_true", help="write an LMDB at DIR (JPEG bytes) instead of a folder")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value" messages
+    return parse
+
 
 def _print_json(report: dict) -> None:
     print(json.dumps(report, indent=2, ensure_ascii=False))
@@ -79,11 +106,16 @@ def _dict_build(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    """Run a ``dict``/``convert`` command; None if ``args.command`` belongs to another module."""
+    """Run a ``dict``/``convert``/``synth`` command; None if ``args.command`` belongs to another module."""
     if args.command not in COMMANDS:
         return None
     if args.command == "dict":
         _dict_build(args)
+    elif args.command == "synth":
+        from .data.synth_text.export import export_synth_rec, summarize
+
+        print(summarize(export_synth_rec(args.out, args.num, seed=args.seed, charset=args.charset,
+                                         height=args.height, fonts_dir=args.fonts_dir, lmdb=args.lmdb)))
     elif args.convert_command == "char-folders":
         from .data.converters.char_folders import convert_char_folders, summarize
 
