@@ -17,6 +17,7 @@ from ocrforge.config import load_config
 from ocrforge.data.synth_text import SynthWordsDataset
 from ocrforge.engine.checkpoint import model_state
 from ocrforge.engine.module import TaskModule
+from ocrforge.export.onnx_export import export_onnx
 from ocrforge.runners.train import train
 from ocrforge.tasks.rec.finetune import remap_charset_rows
 
@@ -93,6 +94,10 @@ def test_rec_train_test_export_predict(tmp_path: Path, capsys: pytest.CaptureFix
     b = [json.loads(x) for x in out_b.read_text().splitlines()]
     assert [x["text"] for x in a] == [x["text"] for x in b]
     assert np.allclose([x["score"] for x in a], [x["score"] for x in b], atol=1e-4)
+    out_beam = tmp_path / "beam.jsonl"
+    assert main(["predict", str(onnx_path), str(crops), "--beam", "4", "--out", str(out_beam)]) == 0
+    beam = [json.loads(x) for x in out_beam.read_text().splitlines()]
+    assert len(beam) == 4 and all("char_scores" not in x and 0.0 <= x["score"] <= 1.0 for x in beam)
 
 
 def test_rec_label_files_and_lmdb(tmp_path: Path) -> None:
@@ -128,3 +133,21 @@ def test_dictionary_change_fine_tune_keeps_shared_rows(tmp_path: Path) -> None:
         assert state[key].shape[0] == 6
         assert torch.equal(state[key][:4], trained[key][:4])
         assert torch.equal(state[key][4:], fresh[key][4:])
+
+
+def test_mobile_model_with_attention_guidance_exports_with_dynamic_width(tmp_path: Path) -> None:
+    model = {"type": "Recognizer", "backbone": {"type": "lcnet_rec", "scale": 0.25},
+             "neck": {"type": "svtr", "dim": 32, "depth": 1, "heads": 4, "out_channels": 48},
+             "head": {"type": "ctc"}, "aux_head": {"type": "attention", "dim": 32, "max_length": 13}}
+    result = train(load_config(rec_config(tmp_path, model=model, loss={"type": "rec", "attention_weight": 0.5})))
+    assert result.metrics["final"]["train/attention_epoch"] > 0  # the guidance head trained
+    report = export_onnx(result.last_checkpoint, tmp_path / "mobile.onnx")
+    assert report["max_abs_diff"]["probs"] < 1e-4  # checked at 96 px and 64 px wide inputs
+
+
+def test_attention_head_alone_trains_and_decodes(tmp_path: Path) -> None:
+    model = {"type": "Recognizer", "backbone": {"type": "crnn_vgg", "width": 0.125},
+             "neck": {"type": "bilstm", "hidden": 16}, "head": {"type": "attention", "dim": 32, "max_length": 13}}
+    result = train(load_config(rec_config(tmp_path, model=model)))
+    assert 0.0 <= result.metrics["final"]["val/norm_edit_dis"] <= 1.0
+    assert "train/attention_epoch" in result.metrics["final"] and "train/ctc_epoch" not in result.metrics["final"]

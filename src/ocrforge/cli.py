@@ -48,6 +48,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write one JSON line per image here")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--beam", type=int, default=0, metavar="N", help="recognition: CTC prefix beam search of width N")
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX and check parity with ONNX Runtime")
     p.add_argument("checkpoint")
@@ -109,7 +110,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "predict":
         from .runners.predict import predict
 
-        result = predict(args.model, args.inputs, out=args.out, batch_size=args.batch_size, device=args.device)
+        result = predict(args.model, args.inputs, out=args.out, batch_size=args.batch_size, device=args.device,
+                         beam_width=args.beam)
         if args.out is None:
             for row in result["predictions"]:
                 print(json.dumps(row, ensure_ascii=False))

@@ -76,9 +76,12 @@ def _batches(files: list[Path], size: int, skipped: Counter) -> Iterator[tuple[l
 
 
 def predict(model: str | Path, inputs: Iterable[str | Path], *, out: str | Path | None = None,
-            batch_size: int = 32, device: str = "cpu") -> dict[str, Any]:
-    """Predict every image under ``inputs``; unreadable files are counted per reason, never fatal."""
+            batch_size: int = 32, device: str = "cpu", beam_width: int = 0) -> dict[str, Any]:
+    """Predict every image under ``inputs``; unreadable files are counted per reason, never fatal.
+
+    ``beam_width`` > 1 decodes recognisers with CTC prefix beam search instead of greedy."""
     run, meta = load_backend(model, device)
+    meta = {**meta, "beam_width": beam_width}
     processing = inference_module(meta["task"])
     files = collect_images(inputs)
     skipped: Counter = Counter()

@@ -105,5 +105,10 @@ def ctc_beam_search(probs: np.ndarray, tokens: Sequence[str], beam_width: int = 
 
 
 def decode_outputs(outputs: dict[str, np.ndarray], meta: dict) -> list[dict]:
-    """``probs`` [N, T, C] (softmax already applied in the graph) -> text, word score, per-character scores."""
+    """``probs`` [N, T, C] (softmax already applied in the graph) -> text, word score, per-character scores.
+
+    ``meta['beam_width']`` > 1 switches to prefix beam search (its score is the kept beams' share, not a path
+    product)."""
+    if meta.get("beam_width", 0) > 1:
+        return ctc_beam_search(outputs["probs"], meta["tokens"], int(meta["beam_width"]))
     return ctc_greedy(outputs["probs"], meta["tokens"])
