@@ -30,14 +30,18 @@ def tiny_cls_config(tmp_path: Path, **sections) -> Path:
         "train": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1},
         "logging": {"tensorboard": True, "csv": True},
     }
+    return write_config(tmp_path / "tiny.yaml", cfg, sections)
+
+
+def write_config(path: Path, cfg: dict, sections: dict) -> Path:
+    """``cfg`` with each of ``sections`` merged one level deep (a dict updates, anything else replaces), as YAML."""
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key].update(value)
         else:
             cfg[key] = value
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     return path
 
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
+from conftest import write_config
 from omegaconf import OmegaConf
 
 from ocrforge.cli import main
@@ -38,15 +38,7 @@ def rec_config(tmp_path: Path, **sections) -> Path:
         "optimizer": {"type": "adamw", "lr": 0.003},
         "train": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1},
     }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "rec.yaml"
-    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
-    return path
+    return write_config(tmp_path / "rec.yaml", cfg, sections)
 
 
 def _write_crops(folder: Path, count: int, seed: int = 3) -> list[tuple[str, str]]:

@@ -9,9 +9,28 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from ..config.schema import split_data_spec
+from ..registry import DATASETS, TRANSFORMS
+
+
+class TaskSamples(Dataset):
+    """Raw samples -> model-ready samples in DataLoader workers; subclasses define ``__getitem__``."""
+
+    def __init__(self, raw: Dataset, task: Task, augment: v2.Transform | None) -> None:
+        self.raw, self.task, self.augment = raw, task, augment
+
+    def __len__(self) -> int:
+        return len(self.raw)  # type: ignore[arg-type]
+
+    def augmented(self, image: np.ndarray) -> np.ndarray:
+        if self.augment is None:
+            return image
+        return self.augment(torch.from_numpy(image).permute(2, 0, 1)).permute(1, 2, 0).numpy()
 
 
 class Task(ABC):
@@ -25,6 +44,38 @@ class Task(ABC):
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
+        self._raw: dict[str, Dataset] = {}
+
+    def injected_dataset_args(self) -> dict[str, Any]:
+        """Values the task hands to datasets that declare them in ``config_injected`` (class names, charset)."""
+        return {}
+
+    def split_node(self, split: str) -> dict[str, Any] | None:
+        """``data.<split>`` as a plain dict; ``test`` falls back to ``val``."""
+        node = self.cfg.data.get(split) or (self.cfg.data.get("val") if split == "test" else None)
+        return OmegaConf.to_container(node) if node is not None else None
+
+    def raw_dataset(self, split: str) -> Dataset | None:
+        """The split's dataset of raw samples (``{"image", "label", "path"}``), built once."""
+        if split not in self._raw:
+            node = self.split_node(split)
+            if node is None:
+                return None
+            spec, _ = split_data_spec(node)
+            wanted = getattr(DATASETS.get(spec["type"]), "config_injected", ())
+            injected = {k: v for k, v in self.injected_dataset_args().items() if k in wanted}
+            self._raw[split] = self.check_raw_dataset(split, DATASETS.build(spec, **injected), injected)
+        return self._raw[split]
+
+    def check_raw_dataset(self, split: str, dataset: Dataset, injected: dict[str, Any]) -> Dataset:
+        """Hook to reject a dataset that cannot match the task's config (e.g. a class count)."""
+        return dataset
+
+    def augmentation(self, split: str) -> v2.Transform | None:
+        """``data.<split>.transforms`` as one torchvision v2 pipeline (run in DataLoader workers)."""
+        node = self.split_node(split)
+        specs = split_data_spec(node)[1]["transforms"] if node is not None else []
+        return v2.Compose([TRANSFORMS.build(t) for t in specs]) if specs else None
 
     @classmethod
     def adopt_from_checkpoint(cls, config: dict, stored: dict) -> None:

@@ -13,12 +13,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from ...config.schema import LoaderSchema, registry_node, split_data_spec
 from ...errors import ConfigError
-from ...registry import DATASETS, MODELS, TASKS, TRANSFORMS
-from ..base import Task
+from ...registry import DATASETS, MODELS, TASKS
+from ..base import Task, TaskSamples
 from . import datasets as _datasets  # noqa: F401  (registers the datasets)
 from . import heads as _heads  # noqa: F401  (registers the heads)
 from . import loss as _loss  # noqa: F401  (registers the loss)
@@ -42,20 +41,12 @@ class ClsDataSchema:
     test: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
 
 
-class ClsSamples(Dataset):
-    """Raw samples -> (augmented) normalised tensors; augmentation runs here, in DataLoader workers."""
-
-    def __init__(self, raw: Dataset, task: ClassificationTask, augment: v2.Transform | None) -> None:
-        self.raw, self.task, self.augment = raw, task, augment
-
-    def __len__(self) -> int:
-        return len(self.raw)  # type: ignore[arg-type]
+class ClsSamples(TaskSamples):
+    """Raw samples -> (augmented) normalised tensors, in DataLoader workers."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.raw[index]
-        image = sample["image"]
-        if self.augment is not None:
-            image = self.augment(torch.from_numpy(image).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+        image = self.augmented(sample["image"])
         return {"image": torch.from_numpy(self.task.preprocess(image)), "label": sample["label"],
                 "index": index, "path": sample["path"]}
 
@@ -70,7 +61,6 @@ class ClassificationTask(Task):
         if not cfg.data.get("classes"):
             cfg.data.classes = self._discover_classes()
         self.classes: list[str] = [str(c) for c in cfg.data.classes]
-        self._raw: dict[str, Dataset] = {}
 
     @classmethod
     def adopt_from_checkpoint(cls, config: dict, stored: dict) -> None:
@@ -89,30 +79,19 @@ class ClassificationTask(Task):
     def build_model(self) -> nn.Module:
         return MODELS.build(OmegaConf.to_container(self.cfg.model), num_classes=len(self.classes))
 
-    def raw_dataset(self, split: str) -> Dataset | None:
-        if split not in self._raw:
-            node = self.cfg.data.get(split) or (self.cfg.data.get("val") if split == "test" else None)
-            if node is None:
-                return None
-            spec, _ = split_data_spec(OmegaConf.to_container(node))
-            dataset_cls = DATASETS.get(spec["type"])
-            injected = {"classes": self.classes} if "classes" in getattr(dataset_cls, "config_injected", ()) else {}
-            dataset = DATASETS.build(spec, **injected)
-            own = getattr(dataset, "classes", None)
-            if not injected and own is not None and len(own) != len(self.classes):
-                raise ConfigError(f"data.classes has {len(self.classes)} names but data.{split} ({spec['type']}) "
-                                  f"produces {len(own)} classes: {own}")
-            self._raw[split] = dataset
-        return self._raw[split]
+    def injected_dataset_args(self) -> dict[str, Any]:
+        return {"classes": self.classes}
+
+    def check_raw_dataset(self, split: str, dataset: Dataset, injected: dict[str, Any]) -> Dataset:
+        own = getattr(dataset, "classes", None)
+        if not injected and own is not None and len(own) != len(self.classes):
+            raise ConfigError(f"data.classes has {len(self.classes)} names but data.{split} "
+                              f"({type(dataset).__name__}) produces {len(own)} classes: {own}")
+        return dataset
 
     def build_dataset(self, split: str) -> Dataset | None:
         raw = self.raw_dataset(split)
-        if raw is None:
-            return None
-        node = self.cfg.data.get(split) or self.cfg.data.get("val")
-        _, loader = split_data_spec(OmegaConf.to_container(node))
-        augment = v2.Compose([TRANSFORMS.build(t) for t in loader["transforms"]]) if loader["transforms"] else None
-        return ClsSamples(raw, self, augment)
+        return ClsSamples(raw, self, self.augmentation(split)) if raw is not None else None
 
     def build_loss(self) -> nn.Module:
         from ...registry import LOSSES

@@ -15,15 +15,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
-from ...config.schema import LoaderSchema, registry_node, split_data_spec
+from ...config.schema import LoaderSchema, registry_node
 from ...data.charset import Charset
 from ...data.collate import COUNT_KEY
 from ...data.images import SampleSkipped
 from ...errors import ConfigError
-from ...registry import DATASETS, LOSSES, MODELS, TASKS, TRANSFORMS
-from ..base import Task
+from ...registry import LOSSES, MODELS, TASKS
+from ..base import Task, TaskSamples
 from . import datasets as _datasets  # noqa: F401  (registers the datasets)
 from . import loss as _loss  # noqa: F401  (registers the loss)
 from . import model as _model  # noqa: F401  (registers the model)
@@ -60,18 +59,12 @@ def ctc_min_frames(ids: Sequence[int]) -> int:
     return len(ids) + sum(1 for a, b in itertools.pairwise(ids) if a == b)
 
 
-class RecSamples(Dataset):
+class RecSamples(TaskSamples):
     """Raw crops -> augmented, resized, padded tensors and encoded labels (all in DataLoader workers).
 
     Labels are skipped and counted when empty, outside the dictionary (policy ``skip``), longer than
     ``max_text_length``, or too long for the model's output sequence (CTC could not align them).
     """
-
-    def __init__(self, raw: Dataset, task: RecognitionTask, augment: v2.Transform | None) -> None:
-        self.raw, self.task, self.augment = raw, task, augment
-
-    def __len__(self) -> int:
-        return len(self.raw)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.raw[index]
@@ -83,9 +76,7 @@ class RecSamples(Dataset):
             raise SampleSkipped("label_too_long")
         if ctc_min_frames(ids) > self.task.output_frames:
             raise SampleSkipped("label_too_long_for_model")
-        image = sample["image"]
-        if self.augment is not None:
-            image = self.augment(torch.from_numpy(image).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+        image = self.augmented(sample["image"])
         return {"image": torch.from_numpy(self.task.preprocess(image)), "ids": ids,
                 "text": self.task.charset.normalize(sample["label"]), "index": index, "path": sample["path"],
                 COUNT_KEY: {k: v for k, v in counts.items() if v}}
@@ -102,7 +93,6 @@ class RecognitionTask(Task):
         self.charset = Charset.load(c.dict, use_space_char=c.use_space_char, lowercase=c.lowercase, oov=c.oov)
         self.max_text_length = int(cfg.data.max_text_length)
         self.height, self.max_width = (int(v) for v in cfg.data.image_size)
-        self._raw: dict[str, Dataset] = {}
         self.output_frames = 0  # set by build_model: frames the model emits for a max-width crop
 
     @classmethod
@@ -125,15 +115,8 @@ class RecognitionTask(Task):
         self.output_frames = probe["logits"].shape[1] if "logits" in probe else self.max_text_length + 1
         return model
 
-    def raw_dataset(self, split: str) -> Dataset | None:
-        if split not in self._raw:
-            node = self.cfg.data.get(split) or (self.cfg.data.get("val") if split == "test" else None)
-            if node is None:
-                return None
-            spec, _ = split_data_spec(OmegaConf.to_container(node))
-            wants_charset = "charset" in getattr(DATASETS.get(spec["type"]), "config_injected", ())
-            self._raw[split] = DATASETS.build(spec, **({"charset": self.charset} if wants_charset else {}))
-        return self._raw[split]
+    def injected_dataset_args(self) -> dict[str, Any]:
+        return {"charset": self.charset}
 
     def build_dataset(self, split: str) -> Dataset | None:
         raw = self.raw_dataset(split)
@@ -141,10 +124,7 @@ class RecognitionTask(Task):
             return None
         if not self.output_frames:
             self.build_model()  # the output length decides which labels fit
-        node = self.cfg.data.get(split) or self.cfg.data.get("val")
-        _, loader = split_data_spec(OmegaConf.to_container(node))
-        augment = v2.Compose([TRANSFORMS.build(t) for t in loader["transforms"]]) if loader["transforms"] else None
-        return RecSamples(raw, self, augment)
+        return RecSamples(raw, self, self.augmentation(split))
 
     def collate(self, samples: list[dict]) -> dict:
         lengths = torch.tensor([len(s["ids"]) for s in samples], dtype=torch.long)
