@@ -40,6 +40,7 @@ class TaskModule(L.LightningModule):
         self.skipped: dict[str, Counter] = {"train": Counter(), "val": Counter(), "test": Counter()}
         self.data_counts: dict[str, Counter] = {"train": Counter(), "val": Counter(), "test": Counter()}
         self.nonfinite_streak = 0
+        self._skip_step = False  # set by training_step for a batch that must not update the weights
         self.test_predictions: list[dict] = []
 
     # --- steps ----------------------------------------------------------------------------------------------
@@ -59,27 +60,47 @@ class TaskModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._reset_counts("val")
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """Always returns a loss, so every DDP rank runs backward; a batch that must not train (all samples skipped,
+        non-finite loss) is dropped for all ranks together in ``on_before_optimizer_step``."""
         size = self._count_skips(batch, "train")
         if size == 0:
-            return None
+            self._skip_step = True
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
         outputs = self.task.forward_train(self.model, batch)
         losses = self.criterion(outputs, batch)
         loss = losses["loss"]
         if not torch.isfinite(loss):
-            # Not trained on: returning None skips backward and the optimiser step for this batch.
+            self._skip_step = True
             self.nonfinite_streak += 1
             self.log("train/nonfinite_losses", float(self.nonfinite_streak), batch_size=size)
             if self.nonfinite_streak > self.cfg.train.max_nonfinite_steps:
                 raise FloatingPointError(
                     f"{self.nonfinite_streak} consecutive non-finite losses at step {self.global_step}: lower the "
                     "learning rate, enable gradient clipping (train.gradient_clip_val) or check the data")
-            return None
+            return loss
         self.nonfinite_streak = 0
         for key, value in losses.items():
             self.log(f"train/{key}", value.detach(), on_step=True, on_epoch=True, prog_bar=key == "loss",
                      batch_size=size)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        skip = torch.tensor(float(self._skip_step), device=self.device)
+        self._skip_step = False
+        if self.trainer.world_size > 1:
+            skip = self.trainer.strategy.reduce(skip, reduce_op="sum")  # any rank's reason skips every rank
+        if skip.item() == 0:
+            return
+        scaled = "16" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision)
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if scaled:
+                    param.grad.fill_(float("nan"))  # fp16's grad scaler skips a step with non-finite gradients
+                else:
+                    param.grad = None  # optimisers leave a parameter without gradient untouched (no momentum/decay)
 
     def _eval_step(self, batch: dict, metric: Any, prefix: str) -> dict[str, torch.Tensor] | None:
         size = self._count_skips(batch, prefix)

@@ -7,11 +7,13 @@ import logging
 import os
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
@@ -70,6 +72,16 @@ def _lr_scale(cfg: DictConfig, devices: int) -> float:
     scale = effective / base
     rank_zero_info(f"auto-scale-lr: effective batch {effective} / base {base} -> lr x {scale:.4g}")
     return scale
+
+
+def _sum_over_ranks(per_split: dict[str, Counter]) -> dict[str, dict[str, int]]:
+    """Per-split counters of this process, summed over all DDP processes (each saw its own shard)."""
+    merged = {split: Counter(c) for split, c in per_split.items()}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, per_split)
+        merged = {split: sum((Counter(g[split]) for g in gathered), Counter()) for split in per_split}
+    return {split: dict(c) for split, c in merged.items() if c}
 
 
 def _check_monitor(module: TaskModule, monitor: str | None, has_val: bool) -> None:
@@ -172,6 +184,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_path) if resume_path else None,
                 weights_only=False)
 
+    skipped, counts = _sum_over_ranks(module.skipped), _sum_over_ranks(module.data_counts)
     ckpt_cb = trainer.checkpoint_callback
     best_score = ckpt_cb.best_model_score if ckpt_cb is not None else None
     metrics = {
@@ -181,9 +194,8 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
                  "checkpoint": ckpt_cb.best_model_path if ckpt_cb is not None else None},
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
         "train_seconds_this_session": round(time.perf_counter() - started, 2),
-        "skipped_samples": {"while_indexing": init_skips,
-                            "while_loading": {k: dict(v) for k, v in module.skipped.items() if v}},
-        "data_counts": {k: dict(v) for k, v in module.data_counts.items() if v},
+        "skipped_samples": {"while_indexing": init_skips, "while_loading": skipped},
+        "data_counts": counts,
         "precision": str(trainer.precision),
     }
     last = run_dir / "checkpoints" / "last.ckpt"
