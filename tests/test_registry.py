@@ -42,11 +42,11 @@ def test_register_get_and_default_name():
 
     @reg.register("small")
     class Small(_Thing):
-        pass
+        """A distinct registrable class."""
 
     @reg.register()
     class Large(_Thing):
-        pass
+        """A distinct registrable class."""
 
     assert reg.get("small") is Small
     assert reg.get("Large") is Large  # no name given: the object's __name__
@@ -82,7 +82,7 @@ def test_duplicate_name_raises():
     reg.register("a")(_Thing)
 
     class Other(_Thing):
-        pass
+        """A distinct registrable class."""
 
     with pytest.raises(KeyError, match="already has 'a'"):
         reg.register("a")(Other)
@@ -95,7 +95,7 @@ def test_re_registering_the_same_object_or_forcing_is_allowed():
     reg.register("a")(_Thing)  # e.g. a module imported twice under the same object
 
     class Other(_Thing):
-        pass
+        """A distinct registrable class."""
 
     reg.register("a", force=True)(Other)
     assert reg.get("a") is Other
