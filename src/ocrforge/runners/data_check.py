@@ -24,7 +24,7 @@ def check_data(cfg: DictConfig, splits: tuple[str, ...] = ("train", "val", "test
             loaded += int(batch["batch_size"])
             skipped.update(batch[SKIP_KEY])
             counts.update(batch[COUNT_KEY])
-        raw = task.raw_dataset(split) if hasattr(task, "raw_dataset") else None
+        raw = task.raw_dataset(split)
         report[split] = {"usable": loaded, "skipped_while_loading": dict(skipped), "data_counts": dict(counts),
                          "skipped_while_indexing": dict(getattr(raw, "skipped_at_init", {}) or {})}
     return report

@@ -61,7 +61,7 @@ def test(cfg: DictConfig, ckpt_path: str | Path, *, save_preds: bool = False, sh
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k.removeprefix("test/"): float(v) for k, v in trainer.callback_metrics.items()}
     skipped = dict(module.skipped["test"])
-    raw = module.task.raw_dataset("test") if hasattr(module.task, "raw_dataset") else None
+    raw = module.task.raw_dataset("test")
     result = {"checkpoint": str(ckpt_path), "metrics": metrics, "skipped_samples": {
         "while_indexing": dict(getattr(raw, "skipped_at_init", {}) or {}), "while_loading": skipped},
         "data_counts": dict(module.data_counts["test"])}

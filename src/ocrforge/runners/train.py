@@ -104,7 +104,7 @@ def _check_monitor(module: TaskModule, monitor: str | None, has_val: bool) -> No
 def _report_dataset_skips(datamodule: TaskDataModule) -> dict[str, dict[str, int]]:
     report = {}
     for split in ("train", "val"):
-        raw = getattr(datamodule.task, "raw_dataset", lambda s: None)(split)
+        raw = datamodule.task.raw_dataset(split)
         skips = dict(getattr(raw, "skipped_at_init", {}) or {})
         if skips:
             report[split] = skips
