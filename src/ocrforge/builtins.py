@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-BUILTIN_MODULES = ("ocrforge.engine.optim", "ocrforge.tasks.cls.task", "ocrforge.tasks.rec.task")
+BUILTIN_MODULES = ("ocrforge.engine.optim", "ocrforge.tasks.cls.task", "ocrforge.tasks.rec.task",
+                   "ocrforge.tasks.det.task")
 
 
 def register_builtins() -> None:

@@ -50,6 +50,21 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--beam", type=int, default=0, metavar="N", help="recognition: CTC prefix beam search of width N")
 
+    p = sub.add_parser("ocr", help="full OCR: detect, orient (optional), recognise; checkpoints or ONNX models")
+    p.add_argument("inputs", nargs="+", help="images or folders")
+    p.add_argument("--det", required=True, help="detection model (.ckpt or .onnx)")
+    p.add_argument("--rec", required=True, help="recognition model (.ckpt or .onnx)")
+    p.add_argument("--cls", help="optional 0/180 text-line orientation model (.ckpt or .onnx)")
+    p.add_argument("--out", help="write one JSON line per image here")
+    p.add_argument("--show-dir", help="write a picture per image here (polygons and recognised text)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rec-batch-size", type=int, default=32)
+    p.add_argument("--drop-score", type=float, default=0.5, help="drop words recognised with a lower score")
+    p.add_argument("--cls-threshold", type=float, default=0.9, help="turn a line only this sure it is upside down")
+    p.add_argument("--det-thresh", type=float, help="detection: override the probability binarisation threshold")
+    p.add_argument("--det-box-thresh", type=float, help="detection: override the minimum mean box probability")
+    p.add_argument("--det-unclip-ratio", type=float, help="detection: override the unclip ratio")
+
     p = sub.add_parser("export", help="export a checkpoint to ONNX and check parity with ONNX Runtime")
     p.add_argument("checkpoint")
     p.add_argument("--out", help="output .onnx (default: next to the checkpoint)")
@@ -116,6 +131,20 @@ def _run(args: argparse.Namespace) -> int:
             for row in result["predictions"]:
                 print(json.dumps(row, ensure_ascii=False))
         print(f"{len(result['predictions'])} predicted, skipped {result['skipped'] or 'none'}", file=sys.stderr)
+    elif args.command == "ocr":
+        from .runners.ocr import ocr
+
+        overrides = {k: v for k, v in (("thresh", args.det_thresh), ("box_thresh", args.det_box_thresh),
+                                       ("unclip_ratio", args.det_unclip_ratio)) if v is not None}
+        result = ocr(args.inputs, args.det, args.rec, args.cls, out=args.out, show_dir=args.show_dir,
+                     device=args.device, rec_batch_size=args.rec_batch_size, drop_score=args.drop_score,
+                     cls_threshold=args.cls_threshold, det_postprocess=overrides)
+        if args.out is None:
+            for row in result["results"]:
+                print(json.dumps(row, ensure_ascii=False))
+        words = sum(len(r["words"]) for r in result["results"])
+        print(f"{len(result['results'])} images, {words} words, skipped {result['skipped'] or 'none'}",
+              file=sys.stderr)
     elif args.command == "export":
         from .export.onnx_export import export_onnx
 

@@ -71,6 +71,17 @@ def add_parsers(subparsers: Any) -> None:
     q.add_argument("--fonts-dir", action="append", metavar="DIR",
                    help="more fonts besides the bundled pack and matplotlib's (repeatable)")
     q.add_argument("--lmdb", action="store_true", help="write an LMDB at DIR (JPEG bytes) instead of a folder")
+    q = ssub.add_parser("det", help="synthetic document and scene pages with word quads -> DIR/images/*.jpg + "
+                                    "DIR/labels.txt (PaddleOCR) or DIR/gt/gt_*.txt (ICDAR 2015)")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--num", required=True, type=_int_at_least(1), metavar="N", help="how many pages")
+    q.add_argument("--seed", type=int, default=0, help="the same seed writes the same images and labels")
+    q.add_argument("--size", nargs=2, type=_int_at_least(32), default=[640, 640], metavar=("H", "W"),
+                   help="page height and width in pixels, at least 32 (default: 640 640)")
+    q.add_argument("--format", dest="fmt", choices=["paddle", "icdar2015"], default="paddle",
+                   help="label format (default: %(default)s)")
+    q.add_argument("--fonts-dir", action="append", metavar="DIR",
+                   help="more fonts besides the bundled pack and matplotlib's (repeatable)")
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:
@@ -111,6 +122,11 @@ def run(args: argparse.Namespace) -> int | None:
         return None
     if args.command == "dict":
         _dict_build(args)
+    elif args.command == "synth" and args.synth_command == "det":
+        from .tasks.det.synth_pages import export_synth_det, summarize
+
+        print(summarize(export_synth_det(args.out, args.num, seed=args.seed, height=args.size[0], width=args.size[1],
+                                         fmt=args.fmt, fonts_dir=args.fonts_dir)))
     elif args.command == "synth":
         from .data.synth_text.export import export_synth_rec, summarize
 

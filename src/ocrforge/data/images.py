@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -39,3 +40,13 @@ def read_image(path: str | Path) -> np.ndarray:
 def list_images(folder: str | Path) -> list[Path]:
     root = Path(folder)
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def pad_batch(arrays: Sequence[np.ndarray], value: float = 0.0) -> np.ndarray:
+    """CxHxW arrays of different sizes -> one NxCxHmaxxWmax batch, padded at the bottom and right."""
+    height = max(a.shape[1] for a in arrays)
+    width = max(a.shape[2] for a in arrays)
+    batch = np.full((len(arrays), arrays[0].shape[0], height, width), value, dtype=np.float32)
+    for i, a in enumerate(arrays):
+        batch[i, :, : a.shape[1], : a.shape[2]] = a
+    return batch

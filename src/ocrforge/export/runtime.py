@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
-# Each task's numpy-only pre/post-processing module: prepare(image, meta) and decode_outputs(outputs, meta).
-INFERENCE_MODULES = {"cls": "ocrforge.tasks.cls.inference", "rec": "ocrforge.tasks.rec.inference"}
+# Each task's numpy-only pre/post-processing module: prepare(image, meta) and decode_outputs(outputs, meta, sizes),
+# ``sizes`` being the original (height, width) of each image (detection maps its polygons back with them).
+INFERENCE_MODULES = {"cls": "ocrforge.tasks.cls.inference", "rec": "ocrforge.tasks.rec.inference",
+                     "det": "ocrforge.tasks.det.inference"}
 
 
 def inference_module(task: str) -> ModuleType:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,24 @@ def _batches(files: list[Path], size: int, skipped: Counter) -> Iterator[tuple[l
         yield paths, images
 
 
+def infer(processing: ModuleType, run: Callable[[np.ndarray], dict], meta: dict,
+          images: list[np.ndarray]) -> list[dict]:
+    """Prepare, run and decode images. Inputs of different sizes (detection keeps aspect ratios) run as separate
+    batches rather than padded together: padding would change a convolutional network's output near the border,
+    so a result would depend on the other images of its batch."""
+    prepared = [processing.prepare(image, meta) for image in images]
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, array in enumerate(prepared):
+        groups[array.shape].append(i)
+    results: list[dict] = [{} for _ in images]
+    for indices in groups.values():
+        outputs = run(np.stack([prepared[i] for i in indices]))
+        decoded = processing.decode_outputs(outputs, meta, [images[i].shape[:2] for i in indices])
+        for i, result in zip(indices, decoded, strict=True):
+            results[i] = result
+    return results
+
+
 def predict(model: str | Path, inputs: Iterable[str | Path], *, out: str | Path | None = None,
             batch_size: int = 32, device: str = "cpu", beam_width: int = 0) -> dict[str, Any]:
     """Predict every image under ``inputs``; unreadable files are counted per reason, never fatal.
@@ -87,8 +106,7 @@ def predict(model: str | Path, inputs: Iterable[str | Path], *, out: str | Path 
     skipped: Counter = Counter()
     results: list[dict] = []
     for paths, images in _batches(files, batch_size, skipped):
-        batch = np.stack([processing.prepare(image, meta) for image in images])
-        for path, pred in zip(paths, processing.decode_outputs(run(batch), meta), strict=True):
+        for path, pred in zip(paths, infer(processing, run, meta, images), strict=True):
             results.append({"path": str(path), **pred})
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -61,5 +61,7 @@ def prepare(image: np.ndarray, meta: dict) -> np.ndarray:
     return preprocess(image, meta["input_size"], meta["mean"], meta["std"], meta.get("keep_ratio", False))
 
 
-def decode_outputs(outputs: dict[str, np.ndarray], meta: dict) -> list[dict]:
+def decode_outputs(outputs: dict[str, np.ndarray], meta: dict, sizes: Sequence[tuple[int, int]] | None = None
+                   ) -> list[dict]:
+    """``sizes`` (original image sizes) are not needed here; the argument keeps one interface for all tasks."""
     return decode(outputs["logits"], meta["classes"])

@@ -104,8 +104,10 @@ def ctc_beam_search(probs: np.ndarray, tokens: Sequence[str], beam_width: int = 
     return results
 
 
-def decode_outputs(outputs: dict[str, np.ndarray], meta: dict) -> list[dict]:
-    """``probs`` [N, T, C] (softmax already applied in the graph) -> text, word score, per-character scores.
+def decode_outputs(outputs: dict[str, np.ndarray], meta: dict, sizes: Sequence[tuple[int, int]] | None = None
+                   ) -> list[dict]:
+    """``probs`` [N, T, C] (softmax already applied in the graph) -> text, word score, per-character scores
+    (``sizes``, the original crop sizes, are not needed).
 
     ``meta['beam_width']`` > 1 switches to prefix beam search (its score is the kept beams' share, not a path
     product)."""

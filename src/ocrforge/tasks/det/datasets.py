@@ -1,0 +1,79 @@
+"""Detection datasets: ICDAR 2015 and PaddleOCR det labels (images streamed from disk), and synthetic pages.
+
+Raw samples: ``{"image": RGB uint8, "polygons": [(N, 2) float32], "ignore": [bool], "texts": [str], "path": str}``.
+Unusable label lines and regions are counted at indexing time (``skipped_at_init``), never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ...data.converters.det_labels import DetSample, read_icdar2015_dataset, read_paddle_det
+from ...data.images import read_image
+from ...errors import DataError
+from ...registry import DATASETS
+from . import synth_pages as _synth_pages  # noqa: F401  (registers SynthPages)
+
+
+def _usable(points: np.ndarray) -> bool:
+    return len(points) >= 3 and bool(np.isfinite(points).all())
+
+
+class _DetLabelDataset(Dataset):
+    def __init__(self, samples: list[DetSample], skips: Counter, source: str, max_samples: int | None) -> None:
+        kept = []
+        for sample in samples:
+            regions = [r for r in sample.regions if _usable(r.points)]
+            skips["degenerate_polygon"] += len(sample.regions) - len(regions)
+            kept.append(DetSample(sample.image, regions))
+        self.samples = kept[:max_samples] if max_samples else kept
+        self.skipped_at_init: Counter = +skips
+        if not self.samples:
+            raise DataError(f"{source}: no usable images ({dict(skips)})")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        return {"image": read_image(sample.image), "polygons": [r.points for r in sample.regions],
+                "ignore": [r.ignore for r in sample.regions], "texts": [r.text for r in sample.regions],
+                "path": str(sample.image)}
+
+
+@DATASETS.register("DetIcdar2015")
+class Icdar2015Dataset(_DetLabelDataset):
+    """``images_dir`` + ``labels`` (a folder of ``gt_<image>.txt`` or one file); ``###`` marks don't-care.
+    ``files`` keeps only the listed image names (e.g. a train/val split of one folder); ``max_samples`` caps it."""
+
+    def __init__(self, images_dir: str, labels: str, files: str | None = None, max_samples: int | None = None) -> None:
+        skips: Counter = Counter()
+        samples = read_icdar2015_dataset(images_dir, labels, skips)
+        if files is not None:
+            wanted = _read_name_list(files)
+            samples = [s for s in samples if s.image.name in wanted]
+        super().__init__(samples, skips, f"ICDAR 2015 labels {labels}", max_samples)
+
+
+@DATASETS.register("DetPaddle")
+class PaddleDetDataset(_DetLabelDataset):
+    """PaddleOCR det label files (``path<TAB>[{"transcription", "points"}]``, ``###`` / ``*`` = don't care), paths
+    relative to ``data_dir``; several files are concatenated."""
+
+    def __init__(self, label_files: list[str] | str, data_dir: str, max_samples: int | None = None) -> None:
+        skips: Counter = Counter()
+        files = [label_files] if isinstance(label_files, str) else list(label_files)
+        samples = [s for f in files for s in read_paddle_det(f, data_dir, skips)]
+        super().__init__(samples, skips, f"PaddleOCR det labels {', '.join(files)}", max_samples)
+
+
+def _read_name_list(path: str) -> set[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"file list not found: {file}")
+    return {line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()}

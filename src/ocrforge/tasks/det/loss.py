@@ -1,0 +1,64 @@
+"""DB loss: BCE with 3:1 online hard negative mining on the probability map, dice on the approximate binary map,
+masked L1 on the threshold map. Computed in fp32 even under autocast (BCE and dice sums are fragile in bf16)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...registry import LOSSES
+
+EPS = 1e-6
+
+
+def balanced_bce(prob: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, negative_ratio: float) -> torch.Tensor:
+    """BCE over all positives and the hardest ``negative_ratio`` × as many negatives (per batch, as DBNet does)."""
+    positive = gt * mask
+    negative = (1 - gt) * mask
+    num_positive = int(positive.sum().item())
+    num_negative = min(int(negative.sum().item()), int(num_positive * negative_ratio))
+    loss = F.binary_cross_entropy(prob.clamp(EPS, 1 - EPS), gt, reduction="none")
+    positive_loss = (loss * positive).sum()
+    if num_negative > 0:
+        negative_loss = torch.topk((loss * negative).flatten(), num_negative).values.sum()
+    else:
+        negative_loss = loss.sum() * 0.0
+    return (positive_loss + negative_loss) / (num_positive + num_negative + EPS)
+
+
+def dice_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    intersection = (pred * gt * mask).sum()
+    union = (pred * mask).sum() + (gt * mask).sum() + EPS
+    return 1 - 2.0 * intersection / union
+
+
+def masked_l1(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return ((pred - gt).abs() * mask).sum() / (mask.sum() + EPS)
+
+
+@LOSSES.register("db")
+class DBLoss(nn.Module):
+    """``prob_weight`` × BCE-OHEM(prob) + ``binary_weight`` × dice(binary) + ``thresh_weight`` × L1(thresh).
+    Defaults follow DBNet (and MMOCR / PaddleOCR): 5, 1, 10 with 3 negatives per positive."""
+
+    def __init__(self, prob_weight: float = 5.0, binary_weight: float = 1.0, thresh_weight: float = 10.0,
+                 negative_ratio: float = 3.0) -> None:
+        super().__init__()
+        self.prob_weight, self.binary_weight, self.thresh_weight = prob_weight, binary_weight, thresh_weight
+        self.negative_ratio = negative_ratio
+
+    def forward(self, outputs: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        targets = batch["targets"]
+        shrink, shrink_mask = targets["shrink_map"], targets["shrink_mask"]
+        with torch.autocast(outputs["prob"].device.type, enabled=False):
+            prob = outputs["prob"].float()[:, 0]
+            losses = {"prob": balanced_bce(prob, shrink, shrink_mask, self.negative_ratio)}
+            total = self.prob_weight * losses["prob"]
+            if "binary" in outputs:
+                losses["binary"] = dice_loss(outputs["binary"].float()[:, 0], shrink, shrink_mask)
+                losses["thresh"] = masked_l1(outputs["thresh"].float()[:, 0], targets["threshold_map"],
+                                             targets["threshold_mask"])
+                total = total + self.binary_weight * losses["binary"] + self.thresh_weight * losses["thresh"]
+        losses["loss"] = total
+        return losses

@@ -1,0 +1,231 @@
+"""Detection task: pages -> augmented crops + DB targets (in workers), DBNet, DB loss, hmean-IoU, pictures, export."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import Dataset
+
+from ...config.schema import LoaderSchema, registry_node
+from ...data.collate import COUNT_KEY
+from ...data.images import pad_batch
+from ...errors import ConfigError
+from ...registry import LOSSES, MODELS, TASKS
+from ..base import Task, TaskSamples
+from . import datasets as _datasets  # noqa: F401  (registers the datasets)
+from . import loss as _loss  # noqa: F401  (registers the loss)
+from . import model as _model  # noqa: F401  (registers the model)
+from .augment import DetAugment, DetAugmentConfig
+from .inference import normalise, polygons_from_prob, prepare, resized_shape
+from .metric import DetectionMetric, evaluate_image
+from .postprocess import DBPostProcess
+from .targets import make_db_targets
+from .visualize import save_detection_pictures
+
+TARGET_KEYS = ("shrink_map", "shrink_mask", "threshold_map", "threshold_mask")
+
+
+@dataclass
+class EvalResizeSchema:
+    # Validation/test/inference size: the shorter ('min') or longer ('max') side becomes limit_side_len (x32).
+    limit_side_len: int = 736
+    limit_type: str = "min"
+
+
+@dataclass
+class TargetsSchema:
+    shrink_ratio: float = 0.4
+    thresh_min: float = 0.3
+    thresh_max: float = 0.7
+    min_text_size: int = 8  # polygons whose shorter side is smaller are masked out of the loss
+
+
+@dataclass
+class PostprocessSchema:
+    thresh: float = 0.3  # binarisation of the probability map
+    box_thresh: float = 0.6  # minimum mean probability inside a box
+    max_candidates: int = 1000
+    unclip_ratio: float = 1.5
+    min_size: int = 3
+    box_type: str = "quad"  # quad | poly
+    score_mode: str = "fast"  # fast | slow
+
+
+@dataclass
+class DetDataSchema:
+    image_size: list[int] = field(default_factory=lambda: [640, 640])  # training crop [H, W]
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    augment: DetAugmentConfig = field(default_factory=DetAugmentConfig)
+    eval_resize: EvalResizeSchema = field(default_factory=EvalResizeSchema)
+    targets: TargetsSchema = field(default_factory=TargetsSchema)
+    postprocess: PostprocessSchema = field(default_factory=PostprocessSchema)
+    train: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+    val: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+    test: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+
+
+class DetSamples(TaskSamples):
+    """Raw pages -> normalised image + DB target maps, all in DataLoader workers.
+
+    Training: augmentation to a fixed ``image_size`` crop. Evaluation: the inference resize (aspect kept, sides
+    multiples of 32); ground truth stays in original pixels for the metric.
+    """
+
+    def __init__(self, raw: Dataset, task: DetectionTask, train: bool) -> None:
+        super().__init__(raw, task, None)
+        self.train = train
+        self.augmenter = DetAugment(task.augment_config, size=task.cfg.data.image_size) if train else None
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.raw[index]
+        counts: Counter = Counter()
+        image, polygons, ignore = sample["image"], sample["polygons"], sample["ignore"]
+        original = image.shape[:2]
+        if self.augmenter is not None:
+            rng = np.random.default_rng(np.random.randint(2**31))  # np.random is seeded per (seed, epoch, index)
+            image, polygons, ignore = self.augmenter(image, polygons, ignore, rng, counts)
+        else:
+            h, w = resized_shape(*original, **self.task.eval_resize)
+            sx, sy = w / original[1], h / original[0]
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if h < original[0] else cv2.INTER_LINEAR)
+            polygons = [p * np.float32([sx, sy]) for p in polygons]
+        targets = make_db_targets(polygons, ignore, image.shape[0], image.shape[1], counts=counts,
+                                  **self.task.targets_cfg)
+        out = {"image": torch.from_numpy(normalise(image, self.task.cfg.data.mean, self.task.cfg.data.std)),
+               "targets": {k: torch.from_numpy(targets[k]) for k in TARGET_KEYS}, "index": index,
+               "path": sample["path"], "size": original, COUNT_KEY: {k: v for k, v in counts.items() if v}}
+        if not self.train:
+            out.update(gt_polygons=sample["polygons"], gt_ignore=sample["ignore"])
+        return out
+
+
+@TASKS.register("det")
+class DetectionTask(Task):
+    name = "det"
+    data_schema = DetDataSchema
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        d = cfg.data
+        self.eval_resize = dict(OmegaConf.to_container(d.eval_resize))
+        if self.eval_resize["limit_type"] not in ("min", "max"):
+            raise ConfigError(f"data.eval_resize.limit_type must be 'min' or 'max', not "
+                              f"'{self.eval_resize['limit_type']}'")
+        if any(int(v) % 32 for v in d.image_size):
+            raise ConfigError(f"data.image_size {list(d.image_size)} must be multiples of 32 (DBNet's stride)")
+        post = OmegaConf.to_container(d.postprocess)
+        if post["box_type"] not in ("quad", "poly") or post["score_mode"] not in ("fast", "slow"):
+            raise ConfigError("data.postprocess.box_type must be quad|poly and score_mode fast|slow")
+        self.postprocess_cfg = post
+        self.targets_cfg = dict(OmegaConf.to_container(d.targets))
+        try:
+            self.augment_config = DetAugmentConfig(**OmegaConf.to_container(d.augment))
+        except ValueError as exc:
+            raise ConfigError(f"data.augment: {exc}") from None
+        self._postprocess = DBPostProcess(**post)
+
+    # --- building -------------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        return MODELS.build(OmegaConf.to_container(self.cfg.model))
+
+    def build_dataset(self, split: str) -> Dataset | None:
+        raw = self.raw_dataset(split)
+        return None if raw is None else DetSamples(raw, self, train=split == "train")
+
+    def collate(self, samples: list[dict]) -> dict:
+        images = pad_batch([s["image"].numpy() for s in samples])
+        targets = {k: torch.from_numpy(pad_batch([s["targets"][k][None].numpy() for s in samples])[:, 0])
+                   for k in TARGET_KEYS}  # padding is 0 in every mask: padded pixels never reach the loss
+        batch = {"image": torch.from_numpy(images), "targets": targets,
+                 "index": torch.tensor([s["index"] for s in samples]), "path": [s["path"] for s in samples],
+                 "size": [tuple(s["size"]) for s in samples]}
+        if "gt_polygons" in samples[0]:
+            batch["gt_polygons"] = [s["gt_polygons"] for s in samples]
+            batch["gt_ignore"] = [s["gt_ignore"] for s in samples]
+        return batch
+
+    def build_loss(self) -> nn.Module:
+        spec = OmegaConf.to_container(self.cfg.loss) if self.cfg.get("loss") else {"type": "db"}
+        return LOSSES.build(spec)
+
+    def build_metric(self) -> DetectionMetric:
+        return DetectionMetric(self.predict_polygons)
+
+    def default_monitor(self) -> tuple[str, str]:
+        return "val/hmean", "max"
+
+    # --- running --------------------------------------------------------------------------------------------
+    def forward_train(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        return model(batch["image"], with_threshold=True)
+
+    def forward_eval(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        return model(batch["image"], with_threshold=True)
+
+    def detect(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[list[dict]]:
+        probs = outputs["prob"].float().cpu().numpy()[:, 0]
+        return [polygons_from_prob(prob, size, self.inference_meta(), self._postprocess)
+                for prob, size in zip(probs, batch["size"], strict=True)]
+
+    def predict_polygons(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[list[np.ndarray]]:
+        return [[r["points"] for r in found] for found in self.detect(outputs, batch)]
+
+    def predictions(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[dict]:
+        results = []
+        for found, gts, ignore, index, path in zip(self.detect(outputs, batch), batch["gt_polygons"],
+                                                   batch["gt_ignore"], batch["index"].tolist(), batch["path"],
+                                                   strict=True):
+            counts = evaluate_image(gts, ignore, [r["points"] for r in found])
+            results.append({"path": path, "index": index,
+                            "polygons": [np.round(r["points"], 1).tolist() for r in found],
+                            "scores": [round(float(r["score"]), 4) for r in found],
+                            "gt_polygons": [np.round(g, 1).tolist() for g in gts], "gt_ignore": list(ignore),
+                            "num_gt": counts.num_gt, "num_pred": counts.num_pred, "matched": counts.matched,
+                            "pred_ignored": list(counts.pred_ignored)})
+        return results
+
+    def save_test_artifacts(self, metrics: dict, predictions: list[dict], out_dir: Path,
+                            show_dir: Path | None) -> None:
+        if show_dir is not None:
+            raw = self.raw_dataset("test")
+            save_detection_pictures(predictions, lambda p: raw[p["index"]]["image"], show_dir)
+
+    # --- inference and export -------------------------------------------------------------------------------
+    def inference_meta(self) -> dict[str, Any]:
+        d = self.cfg.data
+        return {"limit_side_len": int(self.eval_resize["limit_side_len"]), "limit_type": self.eval_resize["limit_type"],
+                "mean": list(d.mean), "std": list(d.std), "postprocess": dict(self.postprocess_cfg)}
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        return prepare(image, self.inference_meta())
+
+    def export_module(self, model: nn.Module) -> nn.Module:
+        return _DetInference(model)
+
+    def onnx_output_names(self) -> Sequence[str]:
+        return ["prob"]
+
+    def onnx_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"image": {0: "batch", 2: "height", 3: "width"}, "prob": {0: "batch", 2: "height", 3: "width"}}
+
+    def onnx_metadata(self) -> dict[str, Any]:
+        return {"task": "det", **self.inference_meta(), "stride": 32, "color": "RGB", "layout": "NCHW",
+                "outputs_meaning": {"prob": "text probability per input pixel, [N, 1, H, W]"}}
+
+
+class _DetInference(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.model(image, with_threshold=False)["prob"],)

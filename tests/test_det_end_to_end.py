@@ -1,0 +1,187 @@
+"""Detection through the CLI and API: synthetic pages and ICDAR-format files, train/test/export/predict, and the full
+OCR pipeline on PyTorch checkpoints and on ONNX Runtime only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import write_config
+
+from ocrforge.cli import main
+from ocrforge.data.converters.det_labels import TextRegion, write_icdar2015
+from ocrforge.export.onnx_export import export_onnx
+from ocrforge.runners.ocr import OcrPipeline, reading_order
+from ocrforge.runners.predict import infer, load_backend, predict
+from ocrforge.tasks.det import inference as det_inference
+from ocrforge.tasks.det.synth_pages import SynthPagesDataset
+
+
+def det_config(tmp_path: Path, **sections) -> Path:
+    page = {"type": "SynthPages", "height": 192, "width": 192, "num_workers": 0}
+    cfg = {
+        "task": "det", "project": "tests", "exp_name": "det", "work_dir": str(tmp_path / "work_dirs"),
+        "model": {"type": "DBNet", "backbone": {"type": "timm_det", "name": "lcnet_050"},
+                  "neck": {"type": "db_fpn", "channels": 32}},
+        "data": {"image_size": [128, 128], "eval_resize": {"limit_side_len": 192, "limit_type": "max"},
+                 "train": {**page, "num_samples": 8, "seed": 0, "batch_size": 4},
+                 "val": {**page, "num_samples": 4, "seed": 1, "batch_size": 2}},
+        "optimizer": {"type": "adamw", "lr": 0.003},
+        "train": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1},
+    }
+    return write_config(tmp_path / "det.yaml", cfg, sections)
+
+
+def rec_config(tmp_path: Path) -> Path:
+    cfg = {
+        "task": "rec", "project": "tests", "exp_name": "rec", "work_dir": str(tmp_path / "work_dirs"),
+        "model": {"type": "Recognizer", "backbone": {"type": "crnn_vgg", "width": 0.125},
+                  "neck": {"type": "bilstm", "hidden": 16}, "head": {"type": "ctc"}},
+        "data": {"image_size": [32, 96], "max_text_length": 12, "charset": {"dict": "printable"},
+                 "train": {"type": "SynthWords", "num_samples": 16, "seed": 0, "max_len": 10, "batch_size": 16,
+                           "num_workers": 0}},
+        "train": {"max_epochs": 1, "progress_bar": False},
+    }
+    return write_config(tmp_path / "rec.yaml", cfg, {})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny detector and one tiny recogniser, trained once for the module's tests."""
+    tmp = tmp_path_factory.mktemp("det_e2e")
+    assert main(["train", str(det_config(tmp))]) == 0
+    assert main(["train", str(rec_config(tmp))]) == 0
+    (det_run,) = (tmp / "work_dirs" / "tests").glob("det_2*")
+    (rec_run,) = (tmp / "work_dirs" / "tests").glob("rec_2*")
+    return {"tmp": tmp, "det_run": det_run, "det": det_run / "checkpoints" / "last.ckpt",
+            "rec": rec_run / "checkpoints" / "last.ckpt"}
+
+
+def test_train_writes_detection_metrics(trained: dict[str, Path]) -> None:
+    metrics = json.loads((trained["det_run"] / "metrics.json").read_text())
+    final = metrics["final"]
+    for key in ("val/precision", "val/recall", "val/hmean", "val/loss"):
+        assert key in final and np.isfinite(final[key])
+    assert 0.0 <= final["val/hmean"] <= 1.0
+    assert list((trained["det_run"] / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def _icdar_folder(root: Path, count: int = 3) -> tuple[Path, Path]:
+    """Synthetic pages written in ICDAR 2015 layout, one don't-care region per image, plus one broken line."""
+    images, labels = root / "images", root / "gt"
+    images.mkdir(parents=True)
+    labels.mkdir()
+    pages = SynthPagesDataset(num_samples=count, seed=5, height=192, width=192)
+    for i in range(count):
+        page = pages[i]
+        cv2.imwrite(str(images / f"img_{i}.jpg"), page["image"][:, :, ::-1])
+        regions = [TextRegion(p, t, ignore=k == 0) for k, (p, t) in enumerate(zip(page["polygons"], page["texts"],
+                                                                                  strict=True))]
+        problems: Counter = Counter()
+        write_icdar2015(regions, labels / f"gt_img_{i}.txt", problems)
+        assert not problems
+    with open(labels / "gt_img_0.txt", "a", encoding="utf-8-sig") as handle:
+        handle.write("1,2,3,oops\r\n")
+    return images, labels
+
+
+def test_test_on_icdar_files_writes_predictions_and_pictures(trained: dict[str, Path]) -> None:
+    tmp = trained["tmp"]
+    images, labels = _icdar_folder(tmp / "icdar")
+    show = tmp / "show"
+    cfg = det_config(tmp, data={"image_size": [128, 128], "eval_resize": {"limit_side_len": 192, "limit_type": "max"},
+                                "test": {"type": "DetIcdar2015", "images_dir": str(images), "labels": str(labels),
+                                         "batch_size": 2, "num_workers": 0}})
+    assert main(["test", str(cfg), str(trained["det"]), "--save-preds", "--show-dir", str(show)]) == 0
+    (test_run,) = (tmp / "work_dirs" / "tests").glob("det_test_*")
+    result = json.loads((test_run / "metrics.json").read_text())
+    assert set(result["metrics"]) >= {"precision", "recall", "hmean"}
+    assert result["skipped_samples"]["while_indexing"] == {"bad_line": 1}
+    rows = [json.loads(line) for line in (test_run / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        # the metric's per-image counts: the don't-care region is not counted as ground truth
+        assert row["num_gt"] == len(row["gt_polygons"]) - 1
+        assert row["matched"] <= min(row["num_gt"], row["num_pred"])
+    assert len(list(show.glob("*.jpg"))) == 3
+
+
+def _adaptive_postprocess(model: Path, image: np.ndarray) -> dict:
+    """Thresholds at the 90th percentile of a barely trained detector's map, so that it finds regions to compare."""
+    run, meta = load_backend(model)
+    prob = run(det_inference.prepare(image, meta)[None])["prob"]
+    level = float(np.quantile(prob, 0.9))
+    return {"thresh": level, "box_thresh": level, "min_size": 1}
+
+
+def test_export_parity_and_backends_agree(trained: dict[str, Path]) -> None:
+    tmp = trained["tmp"]
+    onnx_path = tmp / "det.onnx"
+    report = export_onnx(trained["det"], onnx_path)
+    assert max(report["max_abs_diff"].values()) <= 1e-4
+    images, _ = _icdar_folder(tmp / "predict_pages", count=2)
+    image = cv2.imread(str(images / "img_0.jpg"))[:, :, ::-1].copy()
+    wide = np.ascontiguousarray(image[:, :150])  # another input size: dynamic height/width
+    post = _adaptive_postprocess(trained["det"], image)
+    found = {}
+    for name, model in (("torch", trained["det"]), ("onnx", onnx_path)):
+        run, meta = load_backend(model)
+        meta = {**meta, "postprocess": {**meta["postprocess"], **post}}
+        found[name] = infer(det_inference, run, meta, [image, wide, image])
+    assert found["torch"][0] == found["torch"][2]  # batched with another size: results do not depend on it
+    for a, b in zip(found["torch"], found["onnx"], strict=True):
+        assert len(a["polygons"]) == len(b["polygons"]) > 0
+        for pa, pb in zip(a["polygons"], b["polygons"], strict=True):
+            assert np.abs(np.asarray(pa) - np.asarray(pb)).max() <= 1.0
+    rows = predict(onnx_path, [images])["predictions"]  # the CLI's path, on files
+    assert [Path(r["path"]).name for r in rows] == ["img_0.jpg", "img_1.jpg"]
+
+
+def test_ocr_pipeline_torch_and_onnx_agree_without_torch(trained: dict[str, Path]) -> None:
+    tmp = trained["tmp"]
+    det_onnx, rec_onnx = tmp / "p_det.onnx", tmp / "p_rec.onnx"
+    export_onnx(trained["det"], det_onnx)
+    export_onnx(trained["rec"], rec_onnx)
+    images, _ = _icdar_folder(tmp / "ocr_pages", count=2)
+    image = cv2.imread(str(images / "img_0.jpg"))[:, :, ::-1].copy()
+    post = _adaptive_postprocess(trained["det"], image)
+    a = OcrPipeline(trained["det"], trained["rec"], drop_score=0.0, det_postprocess=post)(image)
+    b = OcrPipeline(det_onnx, rec_onnx, drop_score=0.0, det_postprocess=post)(image)
+    assert len(a["words"]) > 0
+    assert [w["text"] for w in a["words"]] == [w["text"] for w in b["words"]]
+    for wa, wb in zip(a["words"], b["words"], strict=True):
+        assert np.abs(np.asarray(wa["polygon"]) - np.asarray(wb["polygon"])).max() <= 1.0
+    out, show = tmp / "ocr.jsonl", tmp / "ocr_show"
+    code = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from ocrforge.cli import main; code = main(sys.argv[1:]); "
+         "assert 'torch' not in sys.modules, 'torch was imported on the ONNX path'; sys.exit(code)",
+         "ocr", str(images), "--det", str(det_onnx), "--rec", str(rec_onnx), "--out", str(out), "--show-dir",
+         str(show), "--drop-score", "0", "--det-thresh", str(post["thresh"]), "--det-box-thresh",
+         str(post["box_thresh"])],
+        capture_output=True, text=True, timeout=120)
+    assert code.returncode == 0, code.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all({"path", "words", "height", "width"} <= set(r) for r in rows)
+    assert [w["text"] for w in rows[0]["words"]] == [w["text"] for w in b["words"]]
+    assert len(list(show.glob("*.jpg"))) == 2
+
+
+def test_ocr_rejects_a_model_of_the_wrong_task(trained: dict[str, Path]) -> None:
+    assert main(["ocr", str(trained["tmp"]), "--det", str(trained["rec"]), "--rec", str(trained["rec"])]) == 2
+
+
+def test_reading_order_lines_then_left_to_right() -> None:
+    def box(x: float, y: float, w: float = 20, h: float = 10) -> np.ndarray:
+        return np.float32([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+
+    # two lines, the second word of line 1 slightly lower; given shuffled
+    boxes = [box(60, 42), box(10, 2), box(35, 4), box(10, 40)]
+    assert reading_order(boxes) == [1, 2, 3, 0]
+    assert reading_order([]) == []
