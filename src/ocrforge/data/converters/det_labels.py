@@ -78,8 +78,10 @@ def read_icdar2015(path: str | Path, skips: Counter) -> list[TextRegion]:
     return regions
 
 
-def read_icdar2015_dataset(images_dir: str | Path, labels: str | Path, skips: Counter) -> list[DetSample]:
-    """Pair ``gt_<name>.txt`` (a folder of them, or one file) with ``<images_dir>/<name>.<image suffix>``.
+def read_icdar2015_dataset(images_dir: str | Path, labels: str | Path, skips: Counter,
+                           stems: set[str] | None = None) -> list[DetSample]:
+    """Pair ``gt_<name>.txt`` (a folder of them, or one file) with ``<images_dir>/<name>.<image suffix>``;
+    ``stems`` keeps only those image names (a split of one folder).
 
     GT files whose image is absent are counted as ``missing_image`` (with their regions as ``region_without_image``),
     files that are not UTF-8 as ``undecodable_label_file``.
@@ -96,6 +98,8 @@ def read_icdar2015_dataset(images_dir: str | Path, labels: str | Path, skips: Co
     if not gt_files:
         raise DataError(f"no .txt label files in {label_path}")
     by_stem = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if stems is not None:
+        gt_files = [gt for gt in gt_files if gt.stem.removeprefix("gt_") in stems]
     samples = []
     for gt in gt_files:
         try:

@@ -53,10 +53,11 @@ class Icdar2015Dataset(_DetLabelDataset):
 
     def __init__(self, images_dir: str, labels: str, files: str | None = None, max_samples: int | None = None) -> None:
         skips: Counter = Counter()
-        samples = read_icdar2015_dataset(images_dir, labels, skips)
-        if files is not None:
-            wanted = _read_name_list(files)
-            samples = [s for s in samples if s.image.name in wanted]
+        stems = {Path(n).stem for n in _read_name_list(files)} if files is not None else None
+        samples = read_icdar2015_dataset(images_dir, labels, skips, stems)
+        if stems is not None:  # listed names with no GT file at all (the reader counted the other failures)
+            unmatched = len(stems - {s.image.stem for s in samples})
+            skips["listed_without_label"] += unmatched - skips["missing_image"] - skips["undecodable_label_file"]
         super().__init__(samples, skips, f"ICDAR 2015 labels {labels}", max_samples)
 
 

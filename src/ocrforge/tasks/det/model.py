@@ -89,12 +89,12 @@ class DBFPN(nn.Module):
         return self.asf(scales) if self.asf is not None else torch.cat(scales, dim=1)
 
 
-def _upsampling_branch(channels: int, bias: bool = False) -> nn.Sequential:
+def _upsampling_branch(channels: int) -> nn.Sequential:
     """conv 3x3 -> two stride-2 transposed convs: stride-4 features to a full-resolution one-channel map."""
     return nn.Sequential(_conv_bn_relu(channels, channels // 4),
                          nn.ConvTranspose2d(channels // 4, channels // 4, 2, stride=2, bias=False),
                          nn.BatchNorm2d(channels // 4), nn.ReLU(inplace=True),
-                         nn.ConvTranspose2d(channels // 4, 1, 2, stride=2, bias=bias))
+                         nn.ConvTranspose2d(channels // 4, 1, 2, stride=2))
 
 
 @HEADS.register("db_head")
