@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import write_config
 
 from ocrforge.cli import main
@@ -112,25 +113,41 @@ def test_test_on_icdar_files_writes_predictions_and_pictures(trained: dict[str, 
     assert len(list(show.glob("*.jpg"))) == 3
 
 
+@pytest.fixture(scope="module")
+def smooth_det(trained: dict[str, Path]) -> Path:
+    """The tiny detector with each transposed conv's kernel averaged: a barely trained DB head paints a 4x4
+    checkerboard, whose isolated pixels make poor regions to compare; averaged, the map follows the image in
+    4x4 blocks."""
+    checkpoint = torch.load(trained["det"], map_location="cpu", weights_only=False)
+    state = checkpoint["state_dict"]
+    for key in ("model.head.probability.1.weight", "model.head.probability.4.weight"):
+        state[key] = state[key].mean(dim=(2, 3), keepdim=True).expand_as(state[key]).clone()
+    path = trained["tmp"] / "smooth_det.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
 def _adaptive_postprocess(model: Path, image: np.ndarray) -> dict:
-    """Thresholds at the 90th percentile of a barely trained detector's map, so that it finds regions to compare."""
+    """Thresholds between two distinct map values near the 85th percentile, so that a barely trained detector
+    finds regions and no pixel sits within rounding distance of the threshold (ONNX Runtime differs by ~1e-7)."""
     run, meta = load_backend(model)
-    prob = run(det_inference.prepare(image, meta)[None])["prob"]
-    level = float(np.quantile(prob, 0.9))
-    return {"thresh": level, "box_thresh": level, "min_size": 1}
+    values = np.unique(run(det_inference.prepare(image, meta)[None])["prob"])
+    i = int(0.85 * len(values))
+    level = float(values[i] + values[i + 1]) / 2
+    return {"thresh": level, "box_thresh": 0.0, "min_size": 1}
 
 
-def test_export_parity_and_backends_agree(trained: dict[str, Path]) -> None:
+def test_export_parity_and_backends_agree(trained: dict[str, Path], smooth_det: Path) -> None:
     tmp = trained["tmp"]
     onnx_path = tmp / "det.onnx"
-    report = export_onnx(trained["det"], onnx_path)
+    report = export_onnx(smooth_det, onnx_path)
     assert max(report["max_abs_diff"].values()) <= 1e-4
     images, _ = _icdar_folder(tmp / "predict_pages", count=2)
     image = cv2.imread(str(images / "img_0.jpg"))[:, :, ::-1].copy()
     wide = np.ascontiguousarray(image[:, :150])  # another input size: dynamic height/width
-    post = _adaptive_postprocess(trained["det"], image)
+    post = _adaptive_postprocess(smooth_det, image)
     found = {}
-    for name, model in (("torch", trained["det"]), ("onnx", onnx_path)):
+    for name, model in (("torch", smooth_det), ("onnx", onnx_path)):
         run, meta = load_backend(model)
         meta = {**meta, "postprocess": {**meta["postprocess"], **post}}
         found[name] = infer(det_inference, run, meta, [image, wide, image])
@@ -143,15 +160,15 @@ def test_export_parity_and_backends_agree(trained: dict[str, Path]) -> None:
     assert [Path(r["path"]).name for r in rows] == ["img_0.jpg", "img_1.jpg"]
 
 
-def test_ocr_pipeline_torch_and_onnx_agree_without_torch(trained: dict[str, Path]) -> None:
+def test_ocr_pipeline_torch_and_onnx_agree_without_torch(trained: dict[str, Path], smooth_det: Path) -> None:
     tmp = trained["tmp"]
     det_onnx, rec_onnx = tmp / "p_det.onnx", tmp / "p_rec.onnx"
-    export_onnx(trained["det"], det_onnx)
+    export_onnx(smooth_det, det_onnx)
     export_onnx(trained["rec"], rec_onnx)
     images, _ = _icdar_folder(tmp / "ocr_pages", count=2)
     image = cv2.imread(str(images / "img_0.jpg"))[:, :, ::-1].copy()
-    post = _adaptive_postprocess(trained["det"], image)
-    a = OcrPipeline(trained["det"], trained["rec"], drop_score=0.0, det_postprocess=post)(image)
+    post = _adaptive_postprocess(smooth_det, image)
+    a = OcrPipeline(smooth_det, trained["rec"], drop_score=0.0, det_postprocess=post)(image)
     b = OcrPipeline(det_onnx, rec_onnx, drop_score=0.0, det_postprocess=post)(image)
     assert len(a["words"]) > 0
     assert [w["text"] for w in a["words"]] == [w["text"] for w in b["words"]]
