@@ -52,7 +52,7 @@ class TrainSchema:
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     gradient_clip_algorithm: str = "norm"
-    val_check_interval: float = 1.0
+    val_check_interval: float = 1.0  # <= 1: a fraction of each epoch; > 1: every that many training batches
     check_val_every_n_epoch: int = 1
     log_every_n_steps: int = 20
     limit_train_batches: float = 1.0

@@ -103,7 +103,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
         gradient_clip_algorithm=t.gradient_clip_algorithm,
-        val_check_interval=t.val_check_interval,
+        val_check_interval=int(t.val_check_interval) if t.val_check_interval > 1 else t.val_check_interval,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches,
