@@ -13,8 +13,15 @@ import numpy as np
 import pytest
 
 from ocrforge import cli_data
-from ocrforge.data.converters.det_labels import parse_icdar2015_line, read_icdar2015, read_paddle_det
-from ocrforge.data.converters.det_to_crops import order_quad
+from ocrforge.data.converters.det_labels import (
+    TextRegion,
+    order_quad,
+    parse_icdar2015_line,
+    read_icdar2015,
+    read_paddle_det,
+    region_quad,
+    write_icdar2015,
+)
 from ocrforge.data.images import read_image
 from ocrforge.data.lmdb_store import LmdbReader
 from ocrforge.data.rec_labels import read_rec_labels
@@ -243,3 +250,17 @@ def test_det_format_round_trip_gives_the_same_crops(tmp_path: Path, capsys: pyte
     b = sorted((tmp_path / "b" / "crops").iterdir())
     assert [p.name for p in a] == [p.name for p in b] and len(a) == 10
     assert np.array_equal(read_image(a[3]), read_image(b[3]))
+
+
+def test_polygons_become_quads_from_the_right_corner(tmp_path: Path) -> None:
+    # A detector's polygon may start anywhere (here top-right): its quad starts at the geometric top-left.
+    from_top_right = np.float32([[60, 50], [60, 70], [30, 72], [5, 70], [5, 50], [30, 48]])
+    quad = region_quad(from_top_right, annotated=False)
+    assert quad[0][0] < 10 and quad[0][1] < 55 and quad[2][0] > 55 and quad[2][1] > 65
+    # An annotated polygon keeps its text's own start when written as an ICDAR quad (upside-down text stays so).
+    upside_down = np.float32([[60, 70], [30, 72], [5, 70], [5, 50], [30, 48], [60, 50]])  # starts bottom-right
+    skips: Counter = Counter()
+    write_icdar2015([TextRegion(upside_down, "hex")], tmp_path / "gt_x.txt", skips)
+    (region,) = read_icdar2015(tmp_path / "gt_x.txt", Counter())
+    assert skips == {"polygon_to_quad": 1}
+    assert np.abs(region.points[0] - upside_down[0]).max() <= 3

@@ -13,10 +13,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import write_config
+from conftest import tiny_cls_config, write_config
 
 from ocrforge.cli import main
 from ocrforge.data.converters.det_labels import TextRegion, write_icdar2015
+from ocrforge.errors import ConfigError
 from ocrforge.export.onnx_export import export_onnx
 from ocrforge.runners.ocr import OcrPipeline, reading_order
 from ocrforge.runners.predict import infer, load_backend, predict
@@ -58,10 +59,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("det_e2e")
     assert main(["train", str(det_config(tmp))]) == 0
     assert main(["train", str(rec_config(tmp))]) == 0
+    assert main(["train", str(tiny_cls_config(tmp))]) == 0  # text-line orientation: classes 0 and 180
     (det_run,) = (tmp / "work_dirs" / "tests").glob("det_2*")
     (rec_run,) = (tmp / "work_dirs" / "tests").glob("rec_2*")
+    (cls_run,) = (tmp / "work_dirs" / "tests").glob("tiny_2*")
     return {"tmp": tmp, "det_run": det_run, "det": det_run / "checkpoints" / "last.ckpt",
-            "rec": rec_run / "checkpoints" / "last.ckpt"}
+            "rec": rec_run / "checkpoints" / "last.ckpt", "cls": cls_run / "checkpoints" / "last.ckpt"}
 
 
 def test_train_writes_detection_metrics(trained: dict[str, Path]) -> None:
@@ -190,8 +193,28 @@ def test_ocr_pipeline_torch_and_onnx_agree_without_torch(trained: dict[str, Path
     assert len(list(show.glob("*.jpg"))) == 2
 
 
-def test_ocr_rejects_a_model_of_the_wrong_task(trained: dict[str, Path]) -> None:
+def test_ocr_with_line_orientation_classifier(trained: dict[str, Path], smooth_det: Path) -> None:
+    image = SynthPagesDataset(num_samples=1, seed=5, height=192, width=192)[0]["image"]
+    post = _adaptive_postprocess(smooth_det, image)
+    plain = OcrPipeline(smooth_det, trained["rec"], drop_score=0.0, det_postprocess=post)(image)
+    # cls_threshold 0 turns every crop the classifier calls 180; the recogniser then reads the turned crop.
+    oriented = OcrPipeline(smooth_det, trained["rec"], trained["cls"], drop_score=0.0, cls_threshold=0.0,
+                           det_postprocess=post)(image)
+    assert len(oriented["words"]) == len(plain["words"]) > 0
+    assert all(w["angle"] in (0, 180) and 0.5 <= w["cls_score"] <= 1.0 for w in oriented["words"])
+    for a, b in zip(plain["words"], oriented["words"], strict=True):
+        assert a["polygon"] == b["polygon"]  # orientation changes the crop, never the detection
+
+
+def test_ocr_rejects_a_model_of_the_wrong_task(trained: dict[str, Path], tmp_path: Path) -> None:
     assert main(["ocr", str(trained["tmp"]), "--det", str(trained["rec"]), "--rec", str(trained["rec"])]) == 2
+    page_cfg = tiny_cls_config(tmp_path, data={"train": {"type": "SynthOrientation", "mode": "page",
+                                                         "num_samples": 16, "seed": 0, "batch_size": 16,
+                                                         "num_workers": 0}, "val": None})
+    assert main(["train", str(page_cfg)]) == 0
+    (page_ckpt,) = (tmp_path / "work_dirs" / "tests").glob("tiny_2*/checkpoints/last.ckpt")
+    with pytest.raises(ConfigError, match="'0' and '180'"):
+        OcrPipeline(trained["det"], trained["rec"], page_ckpt)
 
 
 def test_reading_order_lines_then_left_to_right() -> None:

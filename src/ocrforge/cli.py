@@ -46,7 +46,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .ckpt or an exported .onnx")
     p.add_argument("inputs", nargs="+", help="images or folders")
     p.add_argument("--out", help="write one JSON line per image here")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=cli_data.int_at_least(1), default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--beam", type=int, default=0, metavar="N", help="recognition: CTC prefix beam search of width N")
 
@@ -58,7 +58,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write one JSON line per image here")
     p.add_argument("--show-dir", help="write a picture per image here (polygons and recognised text)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--rec-batch-size", type=int, default=32)
+    p.add_argument("--rec-batch-size", type=cli_data.int_at_least(1), default=32)
     p.add_argument("--drop-score", type=float, default=0.5, help="drop words recognised with a lower score")
     p.add_argument("--cls-threshold", type=float, default=0.9, help="turn a line only this sure it is upside down")
     p.add_argument("--det-thresh", type=float, help="detection: override the probability binarisation threshold")

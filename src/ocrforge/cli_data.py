@@ -62,9 +62,9 @@ def add_parsers(subparsers: Any) -> None:
     ssub = p.add_subparsers(dest="synth_command", required=True)
     q = ssub.add_parser("rec", help="synthetic word crops -> DIR/images/*.jpg + DIR/labels.txt, or an LMDB")
     q.add_argument("--out", required=True, metavar="DIR")
-    q.add_argument("--num", required=True, type=_int_at_least(1), metavar="N", help="how many words")
+    q.add_argument("--num", required=True, type=int_at_least(1), metavar="N", help="how many words")
     q.add_argument("--seed", type=int, default=0, help="the same seed writes the same images and labels")
-    q.add_argument("--height", type=_int_at_least(8), default=32,
+    q.add_argument("--height", type=int_at_least(8), default=32,
                    help="crop height in pixels, at least 8 (width follows the text)")
     q.add_argument("--charset", default="printable_space",
                    help="a built-in charset name or a dictionary file; restricts the text (default: %(default)s)")
@@ -74,9 +74,9 @@ def add_parsers(subparsers: Any) -> None:
     q = ssub.add_parser("det", help="synthetic document and scene pages with word quads -> DIR/images/*.jpg + "
                                     "DIR/labels.txt (PaddleOCR) or DIR/gt/gt_*.txt (ICDAR 2015)")
     q.add_argument("--out", required=True, metavar="DIR")
-    q.add_argument("--num", required=True, type=_int_at_least(1), metavar="N", help="how many pages")
+    q.add_argument("--num", required=True, type=int_at_least(1), metavar="N", help="how many pages")
     q.add_argument("--seed", type=int, default=0, help="the same seed writes the same images and labels")
-    q.add_argument("--size", nargs=2, type=_int_at_least(32), default=[640, 640], metavar=("H", "W"),
+    q.add_argument("--size", nargs=2, type=int_at_least(32), default=[640, 640], metavar=("H", "W"),
                    help="page height and width in pixels, at least 32 (default: 640 640)")
     q.add_argument("--format", dest="fmt", choices=["paddle", "icdar2015"], default="paddle",
                    help="label format (default: %(default)s)")
@@ -84,7 +84,7 @@ def add_parsers(subparsers: Any) -> None:
                    help="more fonts besides the bundled pack and matplotlib's (repeatable)")
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
+def int_at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)
         if value < low:

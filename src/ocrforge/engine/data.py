@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ..config.schema import split_data_spec
 from ..data.collate import SkipSafeDataset, make_collate
+from ..errors import ConfigError
 from ..tasks.base import Task
 
 
@@ -116,7 +117,7 @@ class TaskDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         loader = self._loader("test", training=False)
         if loader is None:
-            raise ValueError("neither data.test nor data.val is configured")
+            raise ConfigError("neither data.test nor data.val is configured")
         return loader
 
     def state_dict(self) -> dict[str, Any]:

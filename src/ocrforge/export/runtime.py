@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import CheckpointError
+
 # Each task's numpy-only pre/post-processing module: prepare(image, meta) and decode_outputs(outputs, meta, sizes),
 # ``sizes`` being the original (height, width) of each image (detection maps its polygons back with them).
 INFERENCE_MODULES = {"cls": "ocrforge.tasks.cls.inference", "rec": "ocrforge.tasks.rec.inference",
@@ -18,7 +20,7 @@ INFERENCE_MODULES = {"cls": "ocrforge.tasks.cls.inference", "rec": "ocrforge.tas
 
 def inference_module(task: str) -> ModuleType:
     if task not in INFERENCE_MODULES:
-        raise ValueError(f"no inference code for task '{task}' (known: {', '.join(INFERENCE_MODULES)})")
+        raise CheckpointError(f"no inference code for task '{task}' (known: {', '.join(INFERENCE_MODULES)})")
     return importlib.import_module(INFERENCE_MODULES[task])
 
 
@@ -30,10 +32,13 @@ class OnnxModel:
 
         if not Path(path).is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
-        self.session = ort.InferenceSession(str(path), providers=providers or ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers or ort.get_available_providers())
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable or invalid files
+            raise CheckpointError(f"{path} is not a loadable ONNX model: {exc}") from None
         raw = self.session.get_modelmeta().custom_metadata_map
         if "ocrforge" not in raw:
-            raise ValueError(f"{path} has no ocrforge metadata; export it with `ocrforge export`")
+            raise CheckpointError(f"{path} has no ocrforge metadata; export it with `ocrforge export`")
         self.meta: dict[str, Any] = json.loads(raw["ocrforge"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]

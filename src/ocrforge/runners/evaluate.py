@@ -16,7 +16,7 @@ from ..engine.checkpoint import load_weights_report, model_state, read_checkpoin
 from ..engine.data import TaskDataModule
 from ..engine.module import TaskModule
 from ..engine.rundir import environment_info, new_run_dir, write_json
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..registry import TASKS
 
 
@@ -35,6 +35,9 @@ def module_from_checkpoint(ckpt_path: str | Path, cfg: DictConfig | None = None,
         config = stored
     else:
         config = OmegaConf.to_container(cfg)
+        if stored is not None and stored.get("task") != config.get("task"):
+            raise CheckpointError(f"{ckpt_path} is a '{stored.get('task')}' checkpoint; the config is for "
+                                  f"'{config.get('task')}'")
         if stored is not None:
             register_builtins()
             TASKS.get(config["task"]).adopt_from_checkpoint(config, stored)
@@ -50,6 +53,8 @@ def test(cfg: DictConfig, ckpt_path: str | Path, *, save_preds: bool = False, sh
          devices: Any = None) -> dict[str, Any]:
     module, checkpoint = module_from_checkpoint(ckpt_path, cfg)
     cfg = module.cfg
+    if module.task.split_node("test") is None:
+        raise ConfigError("neither data.test nor data.val is configured: nothing to test on")
     out_dir = new_run_dir(cfg.work_dir, cfg.project, cfg.exp_name, suffix="_test")
     (out_dir / "config.yaml").write_text(to_yaml(cfg))
     write_json(out_dir / "env.json", {**environment_info(), "checkpoint": str(ckpt_path),

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.converters.det_to_crops import TALL_RATIO, crop_quad, region_quad
+from ..data.converters.det_labels import region_quad
+from ..data.converters.det_to_crops import TALL_RATIO, crop_quad
 from ..data.images import SampleSkipped, read_image
 from ..errors import ConfigError
 from ..export.runtime import inference_module
@@ -80,15 +81,15 @@ class OcrPipeline:
             self.det.meta = {**self.det.meta, "postprocess": {**self.det.meta["postprocess"], **det_postprocess}}
         self.rec = _load(rec, "rec", device)
         self.cls = _load(cls, "cls", device) if cls else None
-        if self.cls is not None and not {"0", "180"} <= set(self.cls.meta["classes"]):
+        if self.cls is not None and sorted(self.cls.meta["classes"]) != ["0", "180"]:
             raise ConfigError(f"{cls} classifies {self.cls.meta['classes']}; a text-line orientation model "
-                              "with classes '0' and '180' is needed")
+                              "with the classes '0' and '180' only is needed")
         self.rec_batch_size, self.cls_threshold, self.drop_score = rec_batch_size, cls_threshold, drop_score
 
     def _crops(self, image: np.ndarray, polygons: list, skipped: Counter) -> tuple[list[np.ndarray], list[int]]:
         crops, kept = [], []
         for i, points in enumerate(polygons):
-            quad = region_quad(np.asarray(points, dtype=np.float32))
+            quad = region_quad(np.asarray(points, dtype=np.float32), annotated=False)
             crop = crop_quad(image, quad) if quad is not None else "degenerate_polygon"
             if isinstance(crop, str):
                 skipped[crop] += 1

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..data.images import IMAGE_SUFFIXES, SampleSkipped, read_image
+from ..errors import ConfigError
 from ..export.runtime import OnnxModel, inference_module
 
 log = logging.getLogger("ocrforge")
@@ -39,6 +40,8 @@ def _torch_backend(ckpt: str | Path, device: str) -> tuple[Callable[[np.ndarray]
 
     from .evaluate import module_from_checkpoint
 
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available here")
     module, _ = module_from_checkpoint(ckpt)
     wrapper = module.task.export_module(module.model).eval().to(device)
     names = list(module.task.onnx_output_names())

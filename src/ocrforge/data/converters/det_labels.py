@@ -49,6 +49,31 @@ def _points(values: Iterable) -> np.ndarray | None:
     return array.reshape(-1, 2).astype(np.float32)
 
 
+def order_quad(points: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Four points clockwise on screen (y down), starting from the vertex nearest ``start`` (default: the
+    top-left one, smallest x + y).
+
+    Annotators (ICDAR 2015, PPOCRLabel) put the text's own top-left first, so passing the annotated first point
+    keeps words tilted past 45 degrees or upside down readable; a purely geometric top-left would flip those.
+    """
+    centre = points.mean(axis=0)
+    angles = np.arctan2(points[:, 1] - centre[1], points[:, 0] - centre[0])
+    ordered = points[np.argsort(angles, kind="stable")]  # increasing angle is clockwise when y points down
+    first = (np.argmin(ordered.sum(axis=1)) if start is None
+             else np.argmin(np.linalg.norm(ordered - start, axis=1)))
+    return np.roll(ordered, -int(first), axis=0).astype(np.float32)
+
+
+def region_quad(points: np.ndarray, annotated: bool = True) -> np.ndarray | None:
+    """The quad to rectify: the polygon itself if it has 4 points, its min-area rectangle if more, None if fewer;
+    ordered clockwise from the corner nearest the first point of an ``annotated`` polygon (annotators start at the
+    text's own top-left), else from the geometric top-left (a detector's polygon starts anywhere)."""
+    if len(points) < 4:
+        return None
+    quad = cv2.boxPoints(cv2.minAreaRect(points.astype(np.float32))) if len(points) > 4 else points
+    return order_quad(np.asarray(quad, dtype=np.float32), start=points[0] if annotated else None)
+
+
 # ---------------------------------------------------------------------------------------------------- ICDAR 2015
 def parse_icdar2015_line(line: str) -> TextRegion | None:
     """``x1,y1,x2,y2,x3,y3,x4,y4,transcription``; the transcription may itself hold commas. None if malformed."""
@@ -84,7 +109,8 @@ def read_icdar2015_dataset(images_dir: str | Path, labels: str | Path, skips: Co
     ``stems`` keeps only those image names (a split of one folder).
 
     GT files whose image is absent are counted as ``missing_image`` (with their regions as ``region_without_image``),
-    files that are not UTF-8 as ``undecodable_label_file``.
+    files that are not UTF-8 as ``undecodable_label_file``, images of a GT folder without a GT file as
+    ``image_without_label``.
     """
     images, label_path = Path(images_dir), Path(labels)
     if not images.is_dir():
@@ -98,6 +124,9 @@ def read_icdar2015_dataset(images_dir: str | Path, labels: str | Path, skips: Co
     if not gt_files:
         raise DataError(f"no .txt label files in {label_path}")
     by_stem = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if label_path.is_dir():
+        labelled = {gt.stem.removeprefix("gt_") for gt in gt_files}
+        skips["image_without_label"] += sum(1 for s in by_stem if s not in labelled and (stems is None or s in stems))
     if stems is not None:
         gt_files = [gt for gt in gt_files if gt.stem.removeprefix("gt_") in stems]
     samples = []
@@ -124,7 +153,7 @@ def write_icdar2015(regions: Sequence[TextRegion], path: str | Path, skips: Coun
         points = region.points
         if len(points) > 4:
             skips["polygon_to_quad"] += 1
-            points = cv2.boxPoints(cv2.minAreaRect(points))
+            points = region_quad(points)  # ordered from the corner nearest the annotated start: readable crops
         elif len(points) < 4:
             skips["degenerate_polygon"] += 1
             continue
@@ -212,7 +241,11 @@ def convert_det_labels(src: str, dst: str, images_dir: str | Path, labels: str |
         raise DataError(f"--from and --to are both '{src}'")
     skips: Counter = Counter()
     samples = read_det_dataset(src, images_dir, labels, skips)
+    if not samples:
+        raise DataError(f"no labelled images in {labels} read as {src} (skipped: {dict(skips) or 'none'})")
     root, target = Path(images_dir).resolve(), Path(out)
+    if dst == "icdar2015" and target.exists() and not target.is_dir():
+        raise DataError(f"--out {target} is a file; ICDAR 2015 labels are written as a folder of gt_*.txt")
     if dst == "paddle":
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", encoding="utf-8", newline="\n") as handle:

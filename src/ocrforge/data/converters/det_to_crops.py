@@ -11,35 +11,11 @@ import numpy as np
 
 from ...errors import DataError
 from ..images import SampleSkipped, read_image
-from .det_labels import read_det_dataset
+from .det_labels import read_det_dataset, region_quad
 
 # A crop of 2+ characters this much taller than wide is text rotated by ~90 degrees: turn it counter-clockwise, as
 # PaddleOCR's get_rotate_crop_image does, so the recogniser sees horizontal text (a lone character may be tall).
 TALL_RATIO = 1.5
-
-
-def order_quad(points: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
-    """Four points clockwise on screen (y down), starting from the vertex nearest ``start`` (default: the
-    top-left one, smallest x + y).
-
-    Annotators (ICDAR 2015, PPOCRLabel) put the text's own top-left first, so passing the annotated first point
-    keeps words tilted past 45 degrees or upside down readable; a purely geometric top-left would flip those.
-    """
-    centre = points.mean(axis=0)
-    angles = np.arctan2(points[:, 1] - centre[1], points[:, 0] - centre[0])
-    ordered = points[np.argsort(angles, kind="stable")]  # increasing angle is clockwise when y points down
-    first = (np.argmin(ordered.sum(axis=1)) if start is None
-             else np.argmin(np.linalg.norm(ordered - start, axis=1)))
-    return np.roll(ordered, -int(first), axis=0).astype(np.float32)
-
-
-def region_quad(points: np.ndarray) -> np.ndarray | None:
-    """The quad to rectify: the polygon itself if it has 4 points, its min-area rectangle if more, None if fewer;
-    ordered clockwise from the corner nearest the annotated first point."""
-    if len(points) < 4:
-        return None
-    quad = cv2.boxPoints(cv2.minAreaRect(points.astype(np.float32))) if len(points) > 4 else points
-    return order_quad(np.asarray(quad, dtype=np.float32), start=points[0])
 
 
 def crop_quad(image: np.ndarray, quad: np.ndarray) -> np.ndarray | str:

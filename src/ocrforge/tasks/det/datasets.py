@@ -55,9 +55,10 @@ class Icdar2015Dataset(_DetLabelDataset):
         skips: Counter = Counter()
         stems = {Path(n).stem for n in _read_name_list(files)} if files is not None else None
         samples = read_icdar2015_dataset(images_dir, labels, skips, stems)
-        if stems is not None:  # listed names with no GT file at all (the reader counted the other failures)
+        if stems is not None:  # listed names with neither image nor GT file (the reader counted the other failures)
             unmatched = len(stems - {s.image.stem for s in samples})
-            skips["listed_without_label"] += unmatched - skips["missing_image"] - skips["undecodable_label_file"]
+            skips["listed_but_absent"] += unmatched - sum(skips[k] for k in (
+                "missing_image", "undecodable_label_file", "image_without_label"))
         super().__init__(samples, skips, f"ICDAR 2015 labels {labels}", max_samples)
 
 

@@ -57,6 +57,6 @@ def decode_outputs(outputs: dict[str, np.ndarray], meta: dict,
     results = []
     for prob, size in zip(outputs["prob"], sizes, strict=True):
         found = polygons_from_prob(prob[0], size, meta, postprocess)
-        results.append({"polygons": [np.round(r["points"], 1).tolist() for r in found],
+        results.append({"polygons": [np.round(r["points"].astype(np.float64), 1).tolist() for r in found],
                         "scores": [round(float(r["score"]), 4) for r in found]})
     return results

@@ -10,7 +10,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from ...data.converters.det_to_crops import order_quad
+from ...data.converters.det_labels import order_quad
 from .targets import offset_polygon
 
 

@@ -28,7 +28,7 @@ from .augment import DetAugment, DetAugmentConfig
 from .inference import normalise, polygons_from_prob, prepare, resized_shape
 from .metric import DetectionMetric, evaluate_image
 from .postprocess import DBPostProcess
-from .targets import make_db_targets
+from .targets import DBTargets
 from .visualize import save_detection_pictures
 
 TARGET_KEYS = ("shrink_map", "shrink_mask", "threshold_map", "threshold_mask")
@@ -99,8 +99,7 @@ class DetSamples(TaskSamples):
             sx, sy = w / original[1], h / original[0]
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if h < original[0] else cv2.INTER_LINEAR)
             polygons = [p * np.float32([sx, sy]) for p in polygons]
-        targets = make_db_targets(polygons, ignore, image.shape[0], image.shape[1], counts=counts,
-                                  **self.task.targets_cfg)
+        targets = self.task.targets(polygons, ignore, image.shape[0], image.shape[1], counts)
         out = {"image": torch.from_numpy(normalise(image, self.task.cfg.data.mean, self.task.cfg.data.std)),
                "targets": {k: torch.from_numpy(targets[k]) for k in TARGET_KEYS}, "index": index,
                "path": sample["path"], "size": original, COUNT_KEY: {k: v for k, v in counts.items() if v}}
@@ -127,7 +126,12 @@ class DetectionTask(Task):
         if post["box_type"] not in ("quad", "poly") or post["score_mode"] not in ("fast", "slow"):
             raise ConfigError("data.postprocess.box_type must be quad|poly and score_mode fast|slow")
         self.postprocess_cfg = post
-        self.targets_cfg = dict(OmegaConf.to_container(d.targets))
+        if int(self.eval_resize["limit_side_len"]) < 32:
+            raise ConfigError("data.eval_resize.limit_side_len must be at least 32")
+        try:
+            self.targets = DBTargets(**OmegaConf.to_container(d.targets))
+        except ValueError as exc:
+            raise ConfigError(f"data.targets: {exc}") from None
         try:
             self.augment_config = DetAugmentConfig(**OmegaConf.to_container(d.augment))
         except ValueError as exc:
@@ -169,7 +173,21 @@ class DetectionTask(Task):
         return model(batch["image"], with_threshold=True)
 
     def forward_eval(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return model(batch["image"], with_threshold=True)
+        """Each input size runs on its own, unpadded: padding would change the maps near the border, and a score
+        would depend on the other images of its batch (``predict`` and ``ocr`` never pad either)."""
+        images = batch["image"]
+        shapes = [resized_shape(*size, **self.eval_resize) for size in batch["size"]]
+        if all(shape == tuple(images.shape[2:]) for shape in shapes):
+            return model(images, with_threshold=True)
+        outputs: dict[str, torch.Tensor] = {}
+        for shape in dict.fromkeys(shapes):
+            rows = [i for i, s in enumerate(shapes) if s == shape]
+            part = model(images[rows, :, : shape[0], : shape[1]], with_threshold=True)
+            for key, value in part.items():
+                if key not in outputs:
+                    outputs[key] = value.new_zeros((len(shapes), value.shape[1], *images.shape[2:]))
+                outputs[key][rows, :, : shape[0], : shape[1]] = value
+        return outputs
 
     def detect(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[list[dict]]:
         probs = outputs["prob"].float().cpu().numpy()[:, 0]
@@ -186,9 +204,9 @@ class DetectionTask(Task):
                                                    strict=True):
             counts = evaluate_image(gts, ignore, [r["points"] for r in found])
             results.append({"path": path, "index": index,
-                            "polygons": [np.round(r["points"], 1).tolist() for r in found],
+                            "polygons": [_rounded(r["points"]) for r in found],
                             "scores": [round(float(r["score"]), 4) for r in found],
-                            "gt_polygons": [np.round(g, 1).tolist() for g in gts], "gt_ignore": list(ignore),
+                            "gt_polygons": [_rounded(g) for g in gts], "gt_ignore": list(ignore),
                             "num_gt": counts.num_gt, "num_pred": counts.num_pred, "matched": counts.matched,
                             "pred_ignored": list(counts.pred_ignored)})
         return results
@@ -220,6 +238,10 @@ class DetectionTask(Task):
     def onnx_metadata(self) -> dict[str, Any]:
         return {"task": "det", **self.inference_meta(), "stride": 32, "color": "RGB", "layout": "NCHW",
                 "outputs_meaning": {"prob": "text probability per input pixel, [N, 1, H, W]"}}
+
+
+def _rounded(points: np.ndarray) -> list:
+    return np.round(np.asarray(points, dtype=np.float64), 1).tolist()  # float64: 116.2 stays 116.2 in JSON
 
 
 class _DetInference(nn.Module):

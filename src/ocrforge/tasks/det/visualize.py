@@ -25,10 +25,15 @@ def draw_detections(image: np.ndarray, prediction: dict) -> np.ndarray:
     _lines(canvas, [g for g, dc in zip(gts, ignore, strict=True) if dc], GREY, thickness)
     _lines(canvas, [g for g, dc in zip(gts, ignore, strict=True) if not dc], GREEN, thickness)
     _lines(canvas, prediction["polygons"], RED, thickness)
-    header = np.full((28, canvas.shape[1], 3), 255, dtype=np.uint8)
-    text = f"GT (green) {prediction.get('num_gt', len(gts))}  pred (red) {prediction.get('num_pred', '-')}  " \
-           f"matched {prediction.get('matched', '-')}"
-    cv2.putText(header, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    parts = [f"GT (green) {prediction.get('num_gt', len(gts))}", f"pred (red) {prediction.get('num_pred', '-')}",
+             f"matched {prediction.get('matched', '-')}"]
+    # One line when it fits the image's width, else one line per count (narrow crops keep every number readable).
+    lines = ["  ".join(parts)]
+    if cv2.getTextSize(lines[0], cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)[0][0] > canvas.shape[1] - 12:
+        lines = parts
+    header = np.full((8 + 20 * len(lines), canvas.shape[1], 3), 255, dtype=np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(header, line, (6, 20 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([header, canvas], axis=0)
 
 
