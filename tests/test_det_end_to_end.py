@@ -163,6 +163,28 @@ def test_export_parity_and_backends_agree(trained: dict[str, Path], smooth_det: 
     assert [Path(r["path"]).name for r in rows] == ["img_0.jpg", "img_1.jpg"]
 
 
+def test_evaluation_of_mixed_sizes_matches_predict(trained: dict[str, Path], smooth_det: Path) -> None:
+    # Images of two sizes in one evaluation batch: each must be scored as predict sees it alone (no padding).
+    tmp = trained["tmp"]
+    images, labels = _icdar_folder(tmp / "mixed", count=2)
+    narrow = cv2.imread(str(images / "img_1.jpg"))[:, :136]
+    cv2.imwrite(str(images / "img_1.jpg"), narrow)
+    image = cv2.imread(str(images / "img_0.jpg"))[:, :, ::-1].copy()
+    post = _adaptive_postprocess(smooth_det, image)
+    cfg = det_config(tmp, exp_name="mixed", data={
+        "postprocess": post, "test": {"type": "DetIcdar2015", "images_dir": str(images), "labels": str(labels),
+                                      "batch_size": 2, "num_workers": 0}})
+    assert main(["test", str(cfg), str(smooth_det), "--save-preds"]) == 0
+    (run,) = (tmp / "work_dirs" / "tests").glob("mixed_test_*")
+    rows = {Path(r["path"]).name: r for r in map(json.loads, (run / "predictions.jsonl").read_text().splitlines())}
+    run_fn, meta = load_backend(smooth_det)
+    meta = {**meta, "postprocess": {**meta["postprocess"], **post}}
+    for name in ("img_0.jpg", "img_1.jpg"):
+        alone = infer(det_inference, run_fn, meta, [cv2.imread(str(images / name))[:, :, ::-1].copy()])[0]
+        assert rows[name]["polygons"] == alone["polygons"]
+    assert len(rows["img_0.jpg"]["polygons"]) > 0
+
+
 def test_ocr_pipeline_torch_and_onnx_agree_without_torch(trained: dict[str, Path], smooth_det: Path) -> None:
     tmp = trained["tmp"]
     det_onnx, rec_onnx = tmp / "p_det.onnx", tmp / "p_rec.onnx"

@@ -126,7 +126,9 @@ def read_icdar2015_dataset(images_dir: str | Path, labels: str | Path, skips: Co
     by_stem = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     if label_path.is_dir():
         labelled = {gt.stem.removeprefix("gt_") for gt in gt_files}
-        skips["image_without_label"] += sum(1 for s in by_stem if s not in labelled and (stems is None or s in stems))
+        unlabelled = sum(1 for s in by_stem if s not in labelled and (stems is None or s in stems))
+        if unlabelled:
+            skips["image_without_label"] += unlabelled
     if stems is not None:
         gt_files = [gt for gt in gt_files if gt.stem.removeprefix("gt_") in stems]
     samples = []
