@@ -29,7 +29,7 @@ from .fonts_pack import cached_font, family_name, pack_dir
 _MAX_ATTEMPTS = 20
 _PAPERS = ((255, 255, 255), (246, 244, 238), (240, 234, 214), (228, 228, 228), (250, 246, 225), (236, 240, 245),
            (255, 250, 240), (222, 214, 196), (245, 235, 235), (232, 240, 230), (210, 210, 205))
-_INKS = ((20, 20, 20), (0, 0, 0), (45, 45, 50), (25, 35, 110), (20, 50, 160), (150, 20, 25), (30, 80, 40),
+INKS = ((20, 20, 20), (0, 0, 0), (45, 45, 50), (25, 35, 110), (20, 50, 160), (150, 20, 25), (30, 80, 40),
          (70, 50, 35), (90, 90, 90))
 _MIN_CONTRAST = 90.0  # luminance difference (0-255) kept between ink and ground before textures and lighting
 _NOISE_SHAPE = (128, 2048, 3)
@@ -59,7 +59,7 @@ def _randint(rng: np.random.Generator, n: int) -> int:
     return int(rng.random() * n)
 
 
-def _luma(c: Sequence[float]) -> float:
+def luma(c: Sequence[float]) -> float:
     return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
 
 
@@ -103,15 +103,15 @@ def _rgb(field: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(field, cv2.COLOR_GRAY2RGB)
 
 
-def _solid(h: int, w: int, colour: Sequence[float]) -> np.ndarray:
+def solid(h: int, w: int, colour: Sequence[float]) -> np.ndarray:
     return cv2.add(np.zeros((h, w, 3), np.float32), (*colour, 0.0))
 
 
-def _colours(rng: np.random.Generator) -> tuple[list[float], list[float]]:
+def random_colours(rng: np.random.Generator) -> tuple[list[float], list[float]]:
     """Ground and ink colours (RGB floats), at least _MIN_CONTRAST apart in luminance."""
     u = rng.random(8).tolist()
     if u[0] < 0.72:  # dark ink on paper
-        paper, ink_base = _PAPERS[int(u[1] * len(_PAPERS))], _INKS[int(u[2] * len(_INKS))]
+        paper, ink_base = _PAPERS[int(u[1] * len(_PAPERS))], INKS[int(u[2] * len(INKS))]
         ground = [c - 10 + 18 * v for c, v in zip(paper, u[3:6])]
         ink = [c + 30 * u[6] - 10 * v for c, v in zip(ink_base, u[3:6])]
     elif u[0] < 0.86:  # light text on dark ground: signs, screens, table headers
@@ -120,9 +120,9 @@ def _colours(rng: np.random.Generator) -> tuple[list[float], list[float]]:
         ink = [c - 30 * u[5] for c in paper]
     else:  # coloured ground: forms, highlighted fields, packaging
         ground = [40 + 215 * v for v in u[1:4]]
-        ink = [50 * u[4]] * 3 if _luma(ground) > 120 else [255 - 40 * u[4]] * 3
+        ink = [50 * u[4]] * 3 if luma(ground) > 120 else [255 - 40 * u[4]] * 3
     ground, ink = [min(max(c, 0.0), 255.0) for c in ground], [min(max(c, 0.0), 255.0) for c in ink]
-    lg, li = _luma(ground), _luma(ink)
+    lg, li = luma(ground), luma(ink)
     if abs(lg - li) < _MIN_CONTRAST:  # push the ink away from the ground along luminance
         if lg > 127:
             ink = [c * max(0.0, lg - _MIN_CONTRAST) / max(li, 1.0) for c in ink]
@@ -131,8 +131,8 @@ def _colours(rng: np.random.Generator) -> tuple[list[float], list[float]]:
     return ground, [min(max(c, 0.0), 255.0) for c in ink]
 
 
-def _background(rng: np.random.Generator, h: int, w: int, ground: list[float]) -> np.ndarray:
-    image = _solid(h, w, ground)
+def textured_background(rng: np.random.Generator, h: int, w: int, ground: list[float]) -> np.ndarray:
+    image = solid(h, w, ground)
     r = rng.random()
     if r < 0.25:  # gradient: a photographed page, a glossy sign
         angle = rng.random() * np.pi
@@ -224,18 +224,18 @@ class WordRenderer:
         alpha = self._crop(mask, line_box, rng)
         if alpha is None:
             return None
-        ground, ink = _colours(rng)
+        ground, ink = random_colours(rng)
         h, w = alpha.shape
         if self.clean:
-            image = _solid(h, w, ground)
+            image = solid(h, w, ground)
         else:
-            image = _background(rng, h, w, ground)
-            alpha = self._ink_alpha(alpha, rng)
-        image = cv2.blendLinear(image, _solid(h, w, ink), 1 - alpha, alpha)
+            image = textured_background(rng, h, w, ground)
+            alpha = self.ink_alpha(alpha, rng)
+        image = cv2.blendLinear(image, solid(h, w, ink), 1 - alpha, alpha)
         if self.clean:
             out = np.clip(image, 0, 255).astype(np.uint8)
         else:
-            out = self._degrade(self._clutter(image, alpha, ink, rng), rng)
+            out = self.degrade(self._clutter(image, alpha, ink, rng), rng)
         return SynthWord(out, text, font_path, tuple(round(c) for c in ground))
 
     @staticmethod
@@ -313,7 +313,7 @@ class WordRenderer:
         return resized.astype(np.float32) * np.float32(1 / 255)
 
     @staticmethod
-    def _ink_alpha(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def ink_alpha(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Faded, uneven or bolder print."""
         r = rng.random()
         if r < 0.08:  # ink spread / bold
@@ -357,7 +357,7 @@ class WordRenderer:
         return image
 
     @staticmethod
-    def _degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Lighting, optics, sensor and compression: float32 in, uint8 out."""
         h, w = image.shape[:2]
         u = rng.random(7).tolist()

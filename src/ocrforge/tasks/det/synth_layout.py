@@ -23,7 +23,7 @@ from ...data.converters.det_labels import ICDAR_DONT_CARE, PADDLE_DONT_CARE
 from ...data.fonts import FontInfo
 from ...data.synth_text.corpus import TextSampler
 from ...data.synth_text.fonts_pack import CachedFont, cached_font
-from ...data.synth_text.render import WordRenderer, _background, _luma, _solid
+from ...data.synth_text.render import WordRenderer, luma, solid, textured_background
 
 # Pixel sizes fonts are rasterised at: every (font, size) keeps its own glyph cache, so sizes are snapped to these.
 # A ladder of ratio ~1.19: 16 sizes x 64 fonts fill cached_font's LRU of 1024 exactly.
@@ -166,12 +166,12 @@ class Sheet:
         h, w = item.mask.shape
         alpha = item.mask.astype(np.float32) * np.float32(1 / 255)
         if self.worn_ink:
-            alpha = WordRenderer._ink_alpha(alpha, self.rng)
+            alpha = WordRenderer.ink_alpha(alpha, self.rng)
         region = self.image[y:y + h, x:x + w]
         if halo is not None:
             outline = cv2.dilate(alpha, np.ones((3, 3), np.uint8), iterations=1 + int(h > 40))  # <= the 2 px margin
-            region = cv2.blendLinear(region, _solid(h, w, halo), 1 - outline, outline)
-        self.image[y:y + h, x:x + w] = cv2.blendLinear(region, _solid(h, w, ink), 1 - alpha, alpha)
+            region = cv2.blendLinear(region, solid(h, w, halo), 1 - outline, outline)
+        self.image[y:y + h, x:x + w] = cv2.blendLinear(region, solid(h, w, ink), 1 - alpha, alpha)
         self.quads.extend(item.quads + np.float32((x, y)))
         self.texts.extend(item.texts)
         self.taken.append((x, y, x + w, y + h))
@@ -260,17 +260,17 @@ def ground(rng: np.random.Generator, height: int, width: int, colour: Sequence[f
     stretched to the page: its noise bank is tiled (18 MB copied) for anything taller, costing ~5 ms a page on one
     core, and paper and scenery are smooth at this scale anyway; the final degradation adds full-resolution grain."""
     h, w = min(height, 128), min(width, 128)
-    image = _background(rng, h, w, colour)
+    image = textured_background(rng, h, w, colour)
     return image if (h, w) == (height, width) else cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def contrasting(rng: np.random.Generator, ground: Sequence[float]) -> list[float]:
     """A random colour at least MIN_CONTRAST darker or lighter (in luminance) than ``ground``."""
-    colour, level = rng.random(3) * 255, _luma(ground)
+    colour, level = rng.random(3) * 255, luma(ground)
     if level >= 128:  # darken towards black until dark enough
-        return (colour * min(1.0, (level - MIN_CONTRAST) / max(_luma(colour), 1.0))).clip(0, 255).tolist()
+        return (colour * min(1.0, (level - MIN_CONTRAST) / max(luma(colour), 1.0))).clip(0, 255).tolist()
     room = 255 - level - MIN_CONTRAST
-    return (255 - (255 - colour) * min(1.0, room / max(255 - _luma(colour), 1.0))).clip(0, 255).tolist()
+    return (255 - (255 - colour) * min(1.0, room / max(255 - luma(colour), 1.0))).clip(0, 255).tolist()
 
 
 def clutter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from ...data.converters.det_labels import TextRegion, paddle_line, write_icdar2015
 from ...data.synth_text.corpus import TextSampler
 from ...data.synth_text.export import encode_jpeg
-from ...data.synth_text.render import _INKS, WordRenderer, _colours, _luma
+from ...data.synth_text.render import INKS, WordRenderer, luma, random_colours
 from ...errors import DataError
 from ...registry import DATASETS
 from .synth_layout import (
@@ -210,11 +210,11 @@ def _list(sheet: Sheet, ts: Typesetter, rng: np.random.Generator, style: _Style,
 
 def document_page(ts: Typesetter, rng: np.random.Generator, height: int, width: int) -> Sheet:
     """A page of a heading, then paragraphs, section headings, tables and lists, in one or two columns."""
-    paper, ink = _colours(rng)
+    paper, ink = random_colours(rng)
     accent = ink
     if rng.random() < 0.3:  # coloured headings, where they stand out from the paper
-        colour = list(_INKS[int(rng.integers(len(_INKS)))])
-        accent = colour if abs(_luma(colour) - _luma(paper)) > 90 else ink
+        colour = list(INKS[int(rng.integers(len(INKS)))])
+        accent = colour if abs(luma(colour) - luma(paper)) > 90 else ink
     short = min(height, width)
     style = _Style(paper, ink, accent, ts.pick_font(rng), short * float(np.exp(rng.uniform(np.log(0.016),
                    np.log(0.042)))), rng.uniform(1.2, 1.6), rng.random() < 0.4)
@@ -323,7 +323,7 @@ class PageRenderer:
         draw = scene_page if rng.random() < self.scene_ratio else document_page
         sheet = draw(self.typesetter, rng, self.height, self.width)
         image, polygons = view_page(sheet.image, sheet.quads, rng)
-        return SynthPage(WordRenderer._degrade(image, rng), polygons, sheet.texts)
+        return SynthPage(WordRenderer.degrade(image, rng), polygons, sheet.texts)
 
 
 @DATASETS.register("SynthPages")
