@@ -9,7 +9,6 @@ imported.
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,13 +19,10 @@ import numpy as np
 
 from ..data.converters.det_labels import region_quad
 from ..data.converters.det_to_crops import TALL_RATIO, crop_quad
-from ..data.images import SampleSkipped, read_image
 from ..errors import ConfigError
 from ..export.runtime import inference_module
 from .ocr_visualize import save_ocr_picture
-from .predict import collect_images, infer, load_backend
-
-log = logging.getLogger("ocrforge")
+from .predict import collect_images, infer, load_backend, readable_images
 
 Backend = Callable[[np.ndarray], dict]
 
@@ -151,13 +147,7 @@ def ocr(inputs: Iterable[str | Path], det: str | Path, rec: str | Path, cls: str
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         handle = open(out, "w", encoding="utf-8")
     try:
-        for number, file in enumerate(files):
-            try:
-                image = read_image(file)
-            except SampleSkipped as exc:
-                skipped[exc.reason] += 1
-                log.warning("skipped %s: %s", file, exc)
-                continue
+        for number, (file, image) in enumerate(readable_images(files, skipped)):
             result = {"path": str(file), **pipeline(image)}
             results.append(result)
             if handle is not None:

@@ -61,8 +61,8 @@ def load_backend(model: str | Path, device: str = "cpu") -> tuple[Callable[[np.n
     return _torch_backend(model, device)
 
 
-def _batches(files: list[Path], size: int, skipped: Counter) -> Iterator[tuple[list[Path], list[np.ndarray]]]:
-    paths, images = [], []
+def readable_images(files: Iterable[Path], skipped: Counter) -> Iterator[tuple[Path, np.ndarray]]:
+    """Each file with its RGB image; unreadable files are logged and counted by reason, never fatal."""
     for file in files:
         try:
             image = read_image(file)
@@ -70,6 +70,12 @@ def _batches(files: list[Path], size: int, skipped: Counter) -> Iterator[tuple[l
             skipped[exc.reason] += 1
             log.warning("skipped %s: %s", file, exc)
             continue
+        yield file, image
+
+
+def _batches(files: list[Path], size: int, skipped: Counter) -> Iterator[tuple[list[Path], list[np.ndarray]]]:
+    paths, images = [], []
+    for file, image in readable_images(files, skipped):
         paths.append(file)
         images.append(image)
         if len(paths) == size:
