@@ -43,10 +43,10 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def pad_batch(arrays: Sequence[np.ndarray], value: float = 0.0) -> np.ndarray:
-    """CxHxW arrays of different sizes -> one NxCxHmaxxWmax batch, padded at the bottom and right."""
+    """CxHxW arrays of different sizes -> one NxCxHmaxxWmax batch of their dtype, padded at the bottom and right."""
     height = max(a.shape[1] for a in arrays)
     width = max(a.shape[2] for a in arrays)
-    batch = np.full((len(arrays), arrays[0].shape[0], height, width), value, dtype=np.float32)
+    batch = np.full((len(arrays), arrays[0].shape[0], height, width), value, dtype=arrays[0].dtype)
     for i, a in enumerate(arrays):
         batch[i, :, : a.shape[1], : a.shape[2]] = a
     return batch

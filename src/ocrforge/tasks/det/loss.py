@@ -49,7 +49,7 @@ class DBLoss(nn.Module):
         self.negative_ratio = negative_ratio
 
     def forward(self, outputs: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-        targets = batch["targets"]
+        targets = {k: v.float() for k, v in batch["targets"].items()}  # sent as uint8 / float16 from the workers
         shrink, shrink_mask = targets["shrink_map"], targets["shrink_mask"]
         with torch.autocast(outputs["prob"].device.type, enabled=False):
             prob = outputs["prob"].float()[:, 0]

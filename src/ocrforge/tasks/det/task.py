@@ -31,7 +31,10 @@ from .postprocess import DBPostProcess
 from .targets import DBTargets
 from .visualize import save_detection_pictures
 
-TARGET_KEYS = ("shrink_map", "shrink_mask", "threshold_map", "threshold_mask")
+# Binary maps travel as uint8 and the threshold map as float16: a 640x640 batch of 16 moves ~3x fewer bytes from
+# the workers (and through pinned memory); the loss computes in fp32.
+TARGET_DTYPES = {"shrink_map": np.uint8, "shrink_mask": np.uint8, "threshold_map": np.float16,
+                 "threshold_mask": np.uint8}
 
 
 @dataclass
@@ -101,7 +104,8 @@ class DetSamples(TaskSamples):
             polygons = [p * np.float32([sx, sy]) for p in polygons]
         targets = self.task.targets(polygons, ignore, image.shape[0], image.shape[1], counts)
         out = {"image": torch.from_numpy(normalise(image, self.task.cfg.data.mean, self.task.cfg.data.std)),
-               "targets": {k: torch.from_numpy(targets[k]) for k in TARGET_KEYS}, "index": index,
+               "targets": {k: torch.from_numpy(targets[k].astype(dtype)) for k, dtype in TARGET_DTYPES.items()},
+               "index": index,
                "path": sample["path"], "size": original, COUNT_KEY: {k: v for k, v in counts.items() if v}}
         if not self.train:
             out.update(gt_polygons=sample["polygons"], gt_ignore=sample["ignore"])
@@ -149,7 +153,7 @@ class DetectionTask(Task):
     def collate(self, samples: list[dict]) -> dict:
         images = pad_batch([s["image"].numpy() for s in samples])
         targets = {k: torch.from_numpy(pad_batch([s["targets"][k][None].numpy() for s in samples])[:, 0])
-                   for k in TARGET_KEYS}  # padding is 0 in every mask: padded pixels never reach the loss
+                   for k in TARGET_DTYPES}  # padding is 0 in every mask: padded pixels never reach the loss
         batch = {"image": torch.from_numpy(images), "targets": targets,
                  "index": torch.tensor([s["index"] for s in samples]), "path": [s["path"] for s in samples],
                  "size": [tuple(s["size"]) for s in samples]}
