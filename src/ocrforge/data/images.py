@@ -50,3 +50,9 @@ def pad_batch(arrays: Sequence[np.ndarray], value: float = 0.0) -> np.ndarray:
     for i, a in enumerate(arrays):
         batch[i, :, : a.shape[1], : a.shape[2]] = a
     return batch
+
+
+def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """RGB uint8 HxWx3 -> float32 3xHxW, ``(x / 255 - mean) / std`` per channel: every task's model input."""
+    out = (image.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ...data.images import normalise
+
 
 def preprocess(image: np.ndarray, size: Sequence[int], mean: Sequence[float], std: Sequence[float],
                keep_ratio: bool = False) -> np.ndarray:
@@ -30,8 +32,7 @@ def preprocess(image: np.ndarray, size: Sequence[int], mean: Sequence[float], st
     else:
         shrink = image.shape[0] > height or image.shape[1] > width
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    out = (image.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+    return normalise(image, mean, std)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

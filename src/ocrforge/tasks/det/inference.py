@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ...data.images import normalise
 from .postprocess import DBPostProcess
 
 STRIDE = 32
@@ -26,15 +27,15 @@ def resized_shape(height: int, width: int, limit_side_len: int, limit_type: str 
             max(STRIDE, round(width * ratio / STRIDE) * STRIDE))
 
 
-def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    out = (image.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+def resize_for_inference(image: np.ndarray, limit_side_len: int, limit_type: str = "min") -> np.ndarray:
+    """RGB uint8 image resized to its inference size (see ``resized_shape``); validation uses it too."""
+    h, w = resized_shape(*image.shape[:2], limit_side_len, limit_type)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if h < image.shape[0] else cv2.INTER_LINEAR)
 
 
 def prepare(image: np.ndarray, meta: dict) -> np.ndarray:
-    """RGB uint8 image -> float32 3xHxW at its inference size (see ``resized_shape``)."""
-    h, w = resized_shape(*image.shape[:2], meta["limit_side_len"], meta["limit_type"])
-    resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if h < image.shape[0] else cv2.INTER_LINEAR)
+    """RGB uint8 image -> float32 3xHxW at its inference size."""
+    resized = resize_for_inference(image, meta["limit_side_len"], meta["limit_type"])
     return normalise(resized, meta["mean"], meta["std"])
 
 

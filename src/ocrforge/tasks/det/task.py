@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -17,7 +16,7 @@ from torch.utils.data import Dataset
 
 from ...config.schema import LoaderSchema, registry_node
 from ...data.collate import COUNT_KEY
-from ...data.images import pad_batch
+from ...data.images import normalise, pad_batch
 from ...errors import ConfigError
 from ...registry import LOSSES, MODELS, TASKS
 from ..base import Task, TaskSamples
@@ -25,7 +24,7 @@ from . import datasets as _datasets  # noqa: F401  (registers the datasets)
 from . import loss as _loss  # noqa: F401  (registers the loss)
 from . import model as _model  # noqa: F401  (registers the model)
 from .augment import DetAugment, DetAugmentConfig
-from .inference import normalise, polygons_from_prob, prepare, resized_shape
+from .inference import polygons_from_prob, prepare, resize_for_inference, resized_shape
 from .metric import DetectionMetric, evaluate_image
 from .postprocess import DBPostProcess
 from .targets import DBTargets
@@ -98,10 +97,9 @@ class DetSamples(TaskSamples):
             rng = np.random.default_rng(np.random.randint(2**31))  # np.random is seeded per (seed, epoch, index)
             image, polygons, ignore = self.augmenter(image, polygons, ignore, rng, counts)
         else:
-            h, w = resized_shape(*original, **self.task.eval_resize)
-            sx, sy = w / original[1], h / original[0]
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if h < original[0] else cv2.INTER_LINEAR)
-            polygons = [p * np.float32([sx, sy]) for p in polygons]
+            image = resize_for_inference(image, **self.task.eval_resize)
+            scale = np.float32([image.shape[1] / original[1], image.shape[0] / original[0]])
+            polygons = [p * scale for p in polygons]
         targets = self.task.targets(polygons, ignore, image.shape[0], image.shape[1], counts)
         out = {"image": torch.from_numpy(normalise(image, self.task.cfg.data.mean, self.task.cfg.data.std)),
                "targets": {k: torch.from_numpy(targets[k].astype(dtype)) for k, dtype in TARGET_DTYPES.items()},

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ...data.images import normalise
+
 BLANK = 0
 UNKNOWN_TEXT = "\ufffd"
 
@@ -29,11 +31,6 @@ def resize_pad(image: np.ndarray, height: int, max_width: int, pad_to: int | Non
     canvas[:] = border_colour(image)
     canvas[:, :width] = resized
     return canvas, width / target
-
-
-def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    out = (image.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
 def prepare(image: np.ndarray, meta: dict) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from ...config.schema import LoaderSchema, registry_node
 from ...data.charset import Charset
 from ...data.collate import COUNT_KEY
-from ...data.images import SampleSkipped
+from ...data.images import SampleSkipped, normalise
 from ...errors import ConfigError
 from ...registry import LOSSES, MODELS, TASKS
 from ..base import Task, TaskSamples
@@ -28,7 +28,7 @@ from . import loss as _loss  # noqa: F401  (registers the loss)
 from . import model as _model  # noqa: F401  (registers the model)
 from .finetune import remap_charset_rows
 from .heads import CTCHead
-from .inference import ctc_greedy, normalise, resize_pad
+from .inference import ctc_greedy, resize_pad
 from .metric import RecognitionMetric
 from .visualize import save_prediction_grids
 
