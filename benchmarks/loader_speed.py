@@ -3,7 +3,8 @@ no model, in samples/s and samples/s per worker, for several worker counts.
 
     python benchmarks/loader_speed.py configs/rec/ppocr_mobile_synth.yaml --workers 1 4 14 --seconds 20 --out r.json
 
-The first batches of each worker count are a warm-up (process start, font and glyph caches) and are not timed.
+Each worker count first runs ``--warmup-seconds`` untimed: process start, and caches that fill with use (the
+synthetic renderer's glyphs and kerning pairs; a long run's persistent workers keep them).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def _endless(loader: DataLoader) -> Iterator[dict]:
         yield from loader
 
 
-def samples_per_second(config: str, overrides: list[str], workers: int, seconds: float, warmup_batches: int) -> dict:
+def samples_per_second(config: str, overrides: list[str], workers: int, seconds: float, warmup: float) -> dict:
     cfg = load_config(config, [*overrides, f"data.train.num_workers={workers}"])
     loader = build_dataloader(build_task(cfg), "train", training=True)
     batches = _endless(loader)
-    for _ in range(warmup_batches * max(workers, 1)):
+    start = time.perf_counter()
+    while time.perf_counter() - start < warmup:
         next(batches)
     samples, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -48,13 +50,14 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--warmup-batches", type=int, default=3, help="per worker")
+    parser.add_argument("--warmup-seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("-o", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args()
-    runs = [samples_per_second(args.config, args.overrides, w, args.seconds, args.warmup_batches)
+    runs = [samples_per_second(args.config, args.overrides, w, args.seconds, args.warmup_seconds)
             for w in args.workers]
-    result = {"config": args.config, "overrides": args.overrides, "cpus": os.cpu_count(),
+    result = {"config": args.config, "overrides": args.overrides, "warmup_s": args.warmup_seconds,
+              "cpus": os.cpu_count(),
               "platform": platform.platform(), "runs": runs}
     text = json.dumps(result, indent=2)
     if args.out:

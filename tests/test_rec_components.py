@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from ocrforge.cli import main
-from ocrforge.data.images import read_image
+from ocrforge.data.images import border_colour, read_image
 from ocrforge.data.lmdb_store import LmdbReader, image_key
-from ocrforge.tasks.rec.inference import UNKNOWN_TEXT, border_colour, ctc_beam_search, ctc_greedy, resize_pad
+from ocrforge.tasks.rec.inference import UNKNOWN_TEXT, ctc_beam_search, ctc_greedy, resize_pad
 from ocrforge.tasks.rec.metric import RecognitionMetric, char_matches, strip_symbols
 
 TOKENS = ["<blank>", "a", "b"]

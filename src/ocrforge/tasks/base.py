@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..config.schema import split_data_spec
+from ..data.images import normalise_coefficients
 from ..registry import DATASETS, TRANSFORMS
 
 
@@ -45,6 +46,10 @@ class Task(ABC):
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
         self._raw: dict[str, Dataset] = {}
+        # Plain floats for per-sample code: reading OmegaConf nodes in a DataLoader worker's hot loop is slow.
+        self.mean = tuple(float(v) for v in cfg.data.mean)
+        self.std = tuple(float(v) for v in cfg.data.std)
+        self._scale, self._shift = (torch.from_numpy(a) for a in normalise_coefficients(self.mean, self.std))
 
     def injected_dataset_args(self) -> dict[str, Any]:
         """Values the task hands to datasets that declare them in ``config_injected`` (class names, charset)."""
@@ -112,11 +117,19 @@ class Task(ABC):
         return "val/loss", "min"
 
     # --- running --------------------------------------------------------------------------------------------
+    def model_input(self, batch: dict) -> torch.Tensor:
+        """The batch's uint8 NCHW images normalised on their device, as ``preprocess`` does in numpy."""
+        images = batch["image"]
+        if images.dtype != torch.uint8:
+            raise TypeError(f"batches carry uint8 images, got {images.dtype}")
+        scale, shift = self._scale.to(images.device), self._shift.to(images.device)
+        return images.float() * scale - shift
+
     def forward_train(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return model(batch["image"])
+        return model(self.model_input(batch))
 
     def forward_eval(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return model(batch["image"])
+        return model(self.model_input(batch))
 
     def rename_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """Metric names as logged (e.g. class indices -> class names)."""

@@ -7,12 +7,11 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ...data.images import normalise
+from ...data.images import border_colour, normalise, pad_with
 
 
-def preprocess(image: np.ndarray, size: Sequence[int], mean: Sequence[float], std: Sequence[float],
-               keep_ratio: bool = False) -> np.ndarray:
-    """RGB uint8 HxWx3 -> normalised float32 3xHxW at ``size`` = (H, W).
+def fit(image: np.ndarray, size: Sequence[int], keep_ratio: bool = False) -> np.ndarray:
+    """RGB uint8 HxWx3 -> RGB uint8 at ``size`` = (H, W).
 
     ``keep_ratio`` letterboxes with the image's own border colour (median of the edge pixels) rather than black,
     so padding looks like the page around the content.
@@ -23,16 +22,18 @@ def preprocess(image: np.ndarray, size: Sequence[int], mean: Sequence[float], st
         scale = min(height / h, width / w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-        canvas = np.empty((height, width, 3), dtype=np.uint8)
-        canvas[:] = np.median(edge, axis=0).astype(np.uint8)
         top, left = (height - nh) // 2, (width - nw) // 2
-        canvas[top:top + nh, left:left + nw] = resized
-        image = canvas
+        image = pad_with(resized, border_colour(image), top, height - nh - top, left, width - nw - left)
     else:
         shrink = image.shape[0] > height or image.shape[1] > width
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return normalise(image, mean, std)
+    return image
+
+
+def preprocess(image: np.ndarray, size: Sequence[int], mean: Sequence[float], std: Sequence[float],
+               keep_ratio: bool = False) -> np.ndarray:
+    """RGB uint8 HxWx3 -> normalised float32 3xHxW at ``size`` = (H, W)."""
+    return normalise(fit(image, size, keep_ratio), mean, std)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ...config.schema import LoaderSchema, registry_node, split_data_spec
+from ...data.collate import chw_tensor
 from ...errors import ConfigError
 from ...registry import DATASETS, MODELS, TASKS
 from ..base import Task, TaskSamples
@@ -23,7 +24,7 @@ from . import heads as _heads  # noqa: F401  (registers the heads)
 from . import loss as _loss  # noqa: F401  (registers the loss)
 from . import model as _model  # noqa: F401  (registers the model)
 from . import synth as _synth  # noqa: F401  (registers the synthetic dataset)
-from .inference import decode, preprocess
+from .inference import decode, fit, preprocess
 from .metric import ClassificationMetric
 from .visualize import save_confusion_matrix, save_prediction_grids
 
@@ -42,12 +43,13 @@ class ClsDataSchema:
 
 
 class ClsSamples(TaskSamples):
-    """Raw samples -> (augmented) normalised tensors, in DataLoader workers."""
+    """Raw samples -> (augmented) uint8 tensors at the model's input size, in DataLoader workers."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.raw[index]
         image = self.augmented(sample["image"])
-        return {"image": torch.from_numpy(self.task.preprocess(image)), "label": sample["label"],
+        fitted = fit(image, self.task.image_size, self.task.keep_ratio)
+        return {"image": chw_tensor(fitted), "label": sample["label"],
                 "index": index, "path": sample["path"]}
 
 
@@ -61,6 +63,8 @@ class ClassificationTask(Task):
         if not cfg.data.get("classes"):
             cfg.data.classes = self._discover_classes()
         self.classes: list[str] = [str(c) for c in cfg.data.classes]
+        self.image_size = tuple(int(v) for v in cfg.data.image_size)
+        self.keep_ratio = bool(cfg.data.keep_ratio)
 
     @classmethod
     def adopt_from_checkpoint(cls, config: dict, stored: dict) -> None:
@@ -107,7 +111,7 @@ class ClassificationTask(Task):
 
     # --- running --------------------------------------------------------------------------------------------
     def forward_train(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return model(batch["image"], batch["label"])  # margin heads need the labels
+        return model(self.model_input(batch), batch["label"])  # margin heads need the labels
 
     def rename_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """``class_acc/<index>`` -> ``class_acc/<class name>``."""
@@ -139,8 +143,7 @@ class ClassificationTask(Task):
 
     # --- inference and export -------------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        d = self.cfg.data
-        return preprocess(image, d.image_size, d.mean, d.std, d.keep_ratio)
+        return preprocess(image, self.image_size, self.mean, self.std, self.keep_ratio)
 
     def export_module(self, model: nn.Module) -> nn.Module:
         return _ClsInference(model)

@@ -15,8 +15,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ...config.schema import LoaderSchema, registry_node
-from ...data.collate import COUNT_KEY
-from ...data.images import normalise, pad_batch
+from ...data.collate import COUNT_KEY, chw_tensor
+from ...data.images import pad_batch
 from ...errors import ConfigError
 from ...registry import LOSSES, MODELS, TASKS
 from ..base import Task, TaskSamples
@@ -77,7 +77,7 @@ class DetDataSchema:
 
 
 class DetSamples(TaskSamples):
-    """Raw pages -> normalised image + DB target maps, all in DataLoader workers.
+    """Raw pages -> uint8 image + DB target maps, all in DataLoader workers.
 
     Training: augmentation to a fixed ``image_size`` crop. Evaluation: the inference resize (aspect kept, sides
     multiples of 32); ground truth stays in original pixels for the metric.
@@ -101,7 +101,7 @@ class DetSamples(TaskSamples):
             scale = np.float32([image.shape[1] / original[1], image.shape[0] / original[0]])
             polygons = [p * scale for p in polygons]
         targets = self.task.targets(polygons, ignore, image.shape[0], image.shape[1], counts)
-        out = {"image": torch.from_numpy(normalise(image, self.task.cfg.data.mean, self.task.cfg.data.std)),
+        out = {"image": chw_tensor(image),
                "targets": {k: torch.from_numpy(targets[k].astype(dtype)) for k, dtype in TARGET_DTYPES.items()},
                "index": index,
                "path": sample["path"], "size": original, COUNT_KEY: {k: v for k, v in counts.items() if v}}
@@ -172,12 +172,12 @@ class DetectionTask(Task):
 
     # --- running --------------------------------------------------------------------------------------------
     def forward_train(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return model(batch["image"], with_threshold=True)
+        return model(self.model_input(batch), with_threshold=True)
 
     def forward_eval(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         """Each input size runs on its own, unpadded: padding would change the maps near the border, and a score
         would depend on the other images of its batch (``predict`` and ``ocr`` never pad either)."""
-        images = batch["image"]
+        images = self.model_input(batch)
         shapes = [resized_shape(*size, **self.eval_resize) for size in batch["size"]]
         if all(shape == tuple(images.shape[2:]) for shape in shapes):
             return model(images, with_threshold=True)

@@ -7,16 +7,10 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ...data.images import normalise
+from ...data.images import border_colour, normalise, pad_with
 
 BLANK = 0
 UNKNOWN_TEXT = "\ufffd"
-
-
-def border_colour(image: np.ndarray) -> np.ndarray:
-    """Median colour of the outermost pixels: the crop's own background, used for padding."""
-    edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    return np.median(edge, axis=0).astype(np.uint8)
 
 
 def resize_pad(image: np.ndarray, height: int, max_width: int, pad_to: int | None = None) -> tuple[np.ndarray, float]:
@@ -25,12 +19,10 @@ def resize_pad(image: np.ndarray, height: int, max_width: int, pad_to: int | Non
     Returns the uint8 image and the fraction of the width that holds text."""
     h, w = image.shape[:2]
     width = int(min(max_width, max(1, round(w * height / max(h, 1)))))
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if h > height else cv2.INTER_LINEAR)
+    resized = np.ascontiguousarray(image) if (h, w) == (height, width) else cv2.resize(
+        image, (width, height), interpolation=cv2.INTER_AREA if h > height else cv2.INTER_LINEAR)
     target = max_width if pad_to is None else max(pad_to, width)
-    canvas = np.empty((height, target, 3), dtype=np.uint8)
-    canvas[:] = border_colour(image)
-    canvas[:, :width] = resized
-    return canvas, width / target
+    return pad_with(resized, border_colour(image), right=target - width), width / target
 
 
 def prepare(image: np.ndarray, meta: dict) -> np.ndarray:

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from ...config.schema import LoaderSchema, registry_node
 from ...data.charset import Charset
-from ...data.collate import COUNT_KEY
+from ...data.collate import COUNT_KEY, chw_tensor
 from ...data.images import SampleSkipped, normalise
 from ...errors import ConfigError
 from ...registry import LOSSES, MODELS, TASKS
@@ -60,7 +60,7 @@ def ctc_min_frames(ids: Sequence[int]) -> int:
 
 
 class RecSamples(TaskSamples):
-    """Raw crops -> augmented, resized, padded tensors and encoded labels (all in DataLoader workers).
+    """Raw crops -> augmented, resized, padded uint8 tensors and encoded labels (all in DataLoader workers).
 
     Labels are skipped and counted when empty, outside the dictionary (policy ``skip``), longer than
     ``max_text_length``, or too long for the model's output sequence (CTC could not align them).
@@ -76,8 +76,8 @@ class RecSamples(TaskSamples):
             raise SampleSkipped("label_too_long")
         if ctc_min_frames(ids) > self.task.output_frames:
             raise SampleSkipped("label_too_long_for_model")
-        image = self.augmented(sample["image"])
-        return {"image": torch.from_numpy(self.task.preprocess(image)), "ids": ids,
+        padded, _ = resize_pad(self.augmented(sample["image"]), self.task.height, self.task.max_width)
+        return {"image": chw_tensor(padded), "ids": ids,
                 "text": self.task.charset.normalize(sample["label"]), "index": index, "path": sample["path"],
                 COUNT_KEY: {k: v for k, v in counts.items() if v}}
 
@@ -153,10 +153,10 @@ class RecognitionTask(Task):
 
     # --- running --------------------------------------------------------------------------------------------
     def forward_train(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return model(batch["image"], batch["targets"])
+        return model(self.model_input(batch), batch["targets"])
 
     def forward_eval(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return model(batch["image"], batch["targets"])
+        return model(self.model_input(batch), batch["targets"])
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict]:
         if "probs" in outputs:
@@ -212,7 +212,7 @@ class RecognitionTask(Task):
     # --- inference and export -------------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         padded, _ = resize_pad(image, self.height, self.max_width)
-        return normalise(padded, self.cfg.data.mean, self.cfg.data.std)
+        return normalise(padded, self.mean, self.std)
 
     def export_module(self, model: nn.Module) -> nn.Module:
         if not isinstance(getattr(model, "head", None), CTCHead):
