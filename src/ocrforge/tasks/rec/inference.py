@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from ...data.images import border_colour, normalise, pad_with
+from ...errors import ConfigError
 
 BLANK = 0
 UNKNOWN_TEXT = "\ufffd"
@@ -93,13 +94,45 @@ def ctc_beam_search(probs: np.ndarray, tokens: Sequence[str], beam_width: int = 
     return results
 
 
+def attention_greedy(probs: np.ndarray, tokens: Sequence[str]) -> list[dict]:
+    """An attention decoder's per-step probabilities [N, S, len(tokens) + 2] -> text, word score, per-character
+    scores. Classes: ``tokens`` (0, the CTC blank, is never a character), then bos = len(tokens), eos = bos + 1.
+
+    Argmax per step until eos; blank and bos steps are dropped. The word score is the product of the kept steps'
+    probabilities, 0.0 for an empty prediction (nothing was read with any confidence)."""
+    eos = len(tokens) + 1
+    if probs.shape[-1] != eos + 1:
+        raise ValueError(f"attention probabilities have {probs.shape[-1]} classes; {len(tokens)} tokens + bos + eos "
+                         f"= {eos + 1} expected")
+    results = []
+    best = probs.argmax(axis=-1)
+    for steps, ids in zip(probs, best, strict=True):
+        chars, scores = [], []
+        for t, index in enumerate(ids):
+            if index == eos:
+                break
+            if BLANK < index < len(tokens):
+                chars.append(int(index))
+                scores.append(float(steps[t, index]))
+        results.append({"text": _text(chars, tokens), "score": float(np.prod(scores)) if scores else 0.0,
+                        "char_scores": scores})
+    return results
+
+
 def decode_outputs(outputs: dict[str, np.ndarray], meta: dict, sizes: Sequence[tuple[int, int]] | None = None
                    ) -> list[dict]:
-    """``probs`` [N, T, C] (softmax already applied in the graph) -> text, word score, per-character scores
-    (``sizes``, the original crop sizes, are not needed).
+    """Softmaxed outputs (applied in the graph) -> text, word score, per-character scores (``sizes``, the original
+    crop sizes, are not needed): ``attn_probs`` [N, steps, C + 2] of an attention decoder, else CTC ``probs``
+    [N, T, C].
 
-    ``meta['beam_width']`` > 1 switches to prefix beam search (its score is the kept beams' share, not a path
+    ``meta['beam_width']`` > 1 switches CTC to prefix beam search (its score is the kept beams' share, not a path
     product)."""
-    if meta.get("beam_width", 0) > 1:
-        return ctc_beam_search(outputs["probs"], meta["tokens"], int(meta["beam_width"]))
+    beam_width = int(meta.get("beam_width") or 0)
+    if "attn_probs" in outputs:
+        if beam_width > 1:
+            raise ConfigError("beam search decodes CTC recognisers only; this model has an attention decoder "
+                              "(greedy)")
+        return attention_greedy(outputs["attn_probs"], meta["tokens"])
+    if beam_width > 1:
+        return ctc_beam_search(outputs["probs"], meta["tokens"], beam_width)
     return ctc_greedy(outputs["probs"], meta["tokens"])

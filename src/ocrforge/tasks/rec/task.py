@@ -27,8 +27,8 @@ from . import datasets as _datasets  # noqa: F401  (registers the datasets)
 from . import loss as _loss  # noqa: F401  (registers the loss)
 from . import model as _model  # noqa: F401  (registers the model)
 from .finetune import remap_charset_rows
-from .heads import CTCHead
-from .inference import ctc_greedy, resize_pad
+from .heads import AttentionHead, CTCHead
+from .inference import attention_greedy, ctc_greedy, resize_pad
 from .metric import RecognitionMetric
 from .visualize import save_prediction_grids
 
@@ -161,20 +161,8 @@ class RecognitionTask(Task):
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict]:
         if "probs" in outputs:
             return ctc_greedy(outputs["probs"].float().cpu().numpy(), self.charset.tokens)
-        results = []
-        probs = outputs["attn_logits"].float().softmax(-1).cpu()
-        eos = self.charset.num_classes + 1
-        for row in probs:
-            best, ids, scores = row.max(-1), [], []
-            for score, index in zip(best.values.tolist(), best.indices.tolist(), strict=True):
-                if index == eos:
-                    break
-                if 0 < index < self.charset.num_classes:
-                    ids.append(index)
-                    scores.append(score)
-            results.append({"text": self.charset.decode(ids), "score": float(np.prod(scores)) if scores else 0.0,
-                            "char_scores": scores})
-        return results
+        # The same numpy decoding as an exported model's ``attn_probs``.
+        return attention_greedy(outputs["attn_logits"].float().softmax(-1).cpu().numpy(), self.charset.tokens)
 
     def predictions(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[dict]:
         from rapidfuzz.distance import Levenshtein
@@ -214,23 +202,32 @@ class RecognitionTask(Task):
         padded, _ = resize_pad(image, self.height, self.max_width)
         return normalise(padded, self.mean, self.std)
 
+    def _decoder(self) -> str:
+        """``attention`` when the main head is an attention decoder, else ``ctc`` (an attention ``aux_head`` is
+        guidance only: it is neither exported nor used to decode)."""
+        head = self.cfg.model.get("head") or {}
+        return "attention" if head.get("type") == "attention" else "ctc"
+
     def export_module(self, model: nn.Module) -> nn.Module:
-        if not isinstance(getattr(model, "head", None), CTCHead):
-            raise ConfigError("ONNX export needs a CTC head (model.head.type: ctc); an attention head decodes "
-                              "autoregressively and is exported as guidance only")
-        return _RecInference(model)
+        expected = AttentionHead if self._decoder() == "attention" else CTCHead
+        if not isinstance(getattr(model, "head", None), expected):
+            raise ConfigError("ONNX export needs a Recognizer whose head is `ctc` or `attention`")
+        return _RecAttentionInference(model) if expected is AttentionHead else _RecInference(model)
 
     def onnx_output_names(self) -> Sequence[str]:
-        return ["probs"]
+        return ["attn_probs"] if self._decoder() == "attention" else ["probs"]
 
     def onnx_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        if self._decoder() == "attention":
+            return {"image": {0: "batch", 3: "width"}, "attn_probs": {0: "batch"}}  # always max_length + 1 steps
         return {"image": {0: "batch", 3: "width"}, "probs": {0: "batch", 1: "frames"}}
 
     def onnx_metadata(self) -> dict[str, Any]:
         d = self.cfg.data
-        return {"task": "rec", "input_size": [self.height, self.max_width], "mean": list(d.mean),
-                "std": list(d.std), "tokens": self.charset.tokens, "lowercase": self.charset.lowercase,
-                "padding": "right, crop border colour", "color": "RGB", "layout": "NCHW"}
+        return {"task": "rec", "decoder": self._decoder(), "input_size": [self.height, self.max_width],
+                "mean": list(d.mean), "std": list(d.std), "tokens": self.charset.tokens,
+                "lowercase": self.charset.lowercase, "padding": "right, crop border colour", "color": "RGB",
+                "layout": "NCHW"}
 
 
 class _RecInference(nn.Module):
@@ -240,3 +237,17 @@ class _RecInference(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
         return (self.model(image)["probs"],)
+
+
+class _RecAttentionInference(nn.Module):
+    """Backbone, neck, then the attention decoder for all ``max_length + 1`` steps (no early exit: a traced loop
+    must not depend on the data), as class probabilities; numpy decoding stops at eos."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+        frames = self.model.neck(self.model.backbone(image))
+        head = self.model.head
+        return (head.greedy_steps(frames, head.max_length + 1).float().softmax(-1),)
