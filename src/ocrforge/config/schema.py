@@ -37,6 +37,9 @@ class LoaderSchema:
     pin_memory: bool = True
     persistent_workers: bool = True
     prefetch_factor: int | None = None
+    # Training batches of similar label length, each padded only to its widest crop (recognition with label files
+    # or LMDB, whose labels are known before loading).
+    bucket_by_length: bool = False
     # Per-split augmentation pipeline: a list of {type: ..., **kwargs} from the transform registry.
     transforms: list[dict[str, Any]] = field(default_factory=list, metadata={"registry_list": "transform"})
 

@@ -83,6 +83,19 @@ class LmdbReader:
             raw = txn.get(label_key(number))
         return self._decode_label(raw, number)
 
+    def label_lengths(self) -> np.ndarray:
+        """Every label's length in characters, in one transaction (0 where missing or undecodable: such samples
+        are skipped and counted when loaded)."""
+        lengths = np.zeros(self._length, np.int64)
+        with self.env.begin() as txn:
+            for i in range(self._length):
+                raw = txn.get(label_key(i + 1))
+                try:
+                    lengths[i] = len(raw.decode("utf-8")) if raw is not None else 0
+                except UnicodeDecodeError:
+                    continue
+        return lengths
+
     def get(self, index: int) -> tuple[np.ndarray, str]:
         """``(RGB uint8 image, label)``; raises SampleSkipped for a missing or undecodable image or label."""
         number = self._number(index)

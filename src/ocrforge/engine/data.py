@@ -7,55 +7,18 @@ the run was resumed. Evaluation shards without padding, so no sample is counted 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from typing import Any
 
 import cv2
 import lightning as L
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from ..config.schema import split_data_spec
 from ..data.collate import SkipSafeDataset, make_collate
 from ..errors import ConfigError
 from ..tasks.base import Task
-
-
-class EpochIndexSampler(DistributedSampler):
-    """DistributedSampler (seeded shuffle, sharding) that yields ``(epoch, index)`` pairs.
-
-    The epoch is the number of times iteration has started, counted here rather than taken from Lightning's
-    ``set_epoch``: on resume Lightning creates the iterator (and workers prefetch from it) before it sets the
-    epoch, which would replay epoch 0's order. A run resumed mid-epoch starts at that epoch and drops the
-    ``skip`` samples its shard had already trained on, so it sees exactly the rest of the interrupted epoch.
-    """
-
-    def __init__(self, *args: Any, start_epoch: int = 0, skip: int = 0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.epoch, self.skip = start_epoch, skip
-
-    def set_epoch(self, epoch: int) -> None:
-        """Ignored: see the class docstring."""
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        epoch = self.epoch
-        indices = list(super().__iter__())[self.skip:]
-        self.epoch, self.skip = self.epoch + 1, 0
-        return ((epoch, index) for index in indices)
-
-
-class UnpaddedEvalSampler(Sampler):
-    """Rank r takes indices r, r+W, r+2W …: every sample exactly once over all ranks (no padding duplicates)."""
-
-    def __init__(self, length: int, num_replicas: int = 1, rank: int = 0) -> None:
-        self.length, self.num_replicas, self.rank = length, num_replicas, rank
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((0, i) for i in range(self.rank, self.length, self.num_replicas))
-
-    def __len__(self) -> int:
-        return max(0, math.ceil((self.length - self.rank) / self.num_replicas))
+from .samplers import EpochIndexSampler, LengthBucketBatchSampler, UnpaddedEvalSampler
 
 
 def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, num_replicas: int = 1,
@@ -65,11 +28,18 @@ def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, n
         return None
     node = task.cfg.data.get(split) or task.cfg.data.get("val")
     _, loader = split_data_spec(OmegaConf.to_container(node))
-    if training:
+    batch_sampler: Sampler | None = None
+    sampler: Sampler | None = None
+    if training and loader["bucket_by_length"]:
+        batch_sampler = LengthBucketBatchSampler(
+            dataset.label_lengths(), loader["batch_size"], num_replicas=num_replicas, rank=rank,
+            shuffle=loader["shuffle"] is not False, seed=seed, drop_last=loader["drop_last"],
+            start_epoch=start_epoch, skip_batches=skip_batches)
+    elif training:
         shuffle = True if loader["shuffle"] is None else loader["shuffle"]
-        sampler: Sampler = EpochIndexSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                                             seed=seed, drop_last=loader["drop_last"], start_epoch=start_epoch,
-                                             skip=skip_batches * loader["batch_size"])
+        sampler = EpochIndexSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                                    seed=seed, drop_last=loader["drop_last"], start_epoch=start_epoch,
+                                    skip=skip_batches * loader["batch_size"])
     else:
         sampler = UnpaddedEvalSampler(len(dataset), num_replicas, rank)
     workers = loader["num_workers"]
@@ -77,11 +47,11 @@ def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, n
         # Workers run in parallel already; an OpenCV thread pool in each would oversubscribe the cores. Set here,
         # before the fork: reconfiguring the pool inside a forked worker can deadlock.
         cv2.setNumThreads(1)
+    batching = ({"batch_sampler": batch_sampler} if batch_sampler is not None else
+                {"batch_size": loader["batch_size"], "sampler": sampler, "drop_last": loader["drop_last"] and training})
     return DataLoader(
         SkipSafeDataset(dataset, seed),
-        batch_size=loader["batch_size"],
-        sampler=sampler,
-        drop_last=loader["drop_last"] and training,
+        **batching,
         num_workers=workers,
         pin_memory=loader["pin_memory"],
         persistent_workers=loader["persistent_workers"] and workers > 0,

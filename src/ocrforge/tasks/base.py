@@ -16,6 +16,7 @@ from torchvision.transforms import v2
 
 from ..config.schema import split_data_spec
 from ..data.images import normalise_coefficients
+from ..errors import ConfigError
 from ..registry import DATASETS, TRANSFORMS
 
 
@@ -27,6 +28,14 @@ class TaskSamples(Dataset):
 
     def __len__(self) -> int:
         return len(self.raw)  # type: ignore[arg-type]
+
+    def label_lengths(self) -> np.ndarray:
+        """Every sample's label length, known before loading (for ``bucket_by_length``)."""
+        lengths = getattr(self.raw, "label_lengths", None)
+        if lengths is None:
+            raise ConfigError(f"bucket_by_length: {type(self.raw).__name__} cannot tell its label lengths before "
+                              f"loading (recognition label files and LMDB can)")
+        return np.asarray(lengths(), dtype=np.int64)
 
     def augmented(self, image: np.ndarray) -> np.ndarray:
         if self.augment is None:

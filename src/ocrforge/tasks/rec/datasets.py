@@ -7,6 +7,7 @@ import bisect
 from collections import Counter
 from typing import Any
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from ...data.images import read_image
@@ -32,6 +33,9 @@ class RecLabelFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def label_lengths(self) -> np.ndarray:
+        return np.fromiter((len(label) for _, label in self.samples), np.int64, len(self.samples))
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
         return {"image": read_image(path), "label": label, "path": path}
@@ -53,6 +57,12 @@ class RecLmdbDataset(Dataset):
 
     def __len__(self) -> int:
         return self.offsets[-1]
+
+    def label_lengths(self) -> np.ndarray:
+        lengths = [reader.label_lengths() for reader in self.readers]
+        for reader in self.readers:
+            reader.close()  # read in the main process; workers open their own environments
+        return np.concatenate(lengths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         which = bisect.bisect_right(self.offsets, index) - 1

@@ -14,14 +14,21 @@ BLANK = 0
 UNKNOWN_TEXT = "\ufffd"
 
 
-def resize_pad(image: np.ndarray, height: int, max_width: int, pad_to: int | None = None) -> tuple[np.ndarray, float]:
-    """Fixed height, aspect ratio kept, width capped at ``max_width``; padded on the right to ``pad_to`` (default
-    ``max_width``) with the crop's border colour, so padding looks like the background the model trained on.
-    Returns the uint8 image and the fraction of the width that holds text."""
+def resize_to_height(image: np.ndarray, height: int, max_width: int) -> np.ndarray:
+    """Fixed height, aspect ratio kept, width capped at ``max_width`` (uint8, no padding)."""
     h, w = image.shape[:2]
     width = int(min(max_width, max(1, round(w * height / max(h, 1)))))
-    resized = np.ascontiguousarray(image) if (h, w) == (height, width) else cv2.resize(
-        image, (width, height), interpolation=cv2.INTER_AREA if h > height else cv2.INTER_LINEAR)
+    if (h, w) == (height, width):
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if h > height else cv2.INTER_LINEAR)
+
+
+def resize_pad(image: np.ndarray, height: int, max_width: int, pad_to: int | None = None) -> tuple[np.ndarray, float]:
+    """:func:`resize_to_height`, then padded on the right to ``pad_to`` (default ``max_width``) with the crop's border
+    colour, so padding looks like the background the model trained on.
+    Returns the uint8 image and the fraction of the width that holds text."""
+    resized = resize_to_height(image, height, max_width)
+    width = resized.shape[1]
     target = max_width if pad_to is None else max(pad_to, width)
     return pad_with(resized, border_colour(image), right=target - width), width / target
 

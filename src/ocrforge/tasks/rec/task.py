@@ -16,10 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config.schema import LoaderSchema, registry_node
+from ...config.schema import LoaderSchema, registry_node, split_data_spec
 from ...data.charset import Charset
 from ...data.collate import COUNT_KEY, chw_tensor
-from ...data.images import SampleSkipped, normalise
+from ...data.images import SampleSkipped, border_colour, normalise
 from ...errors import ConfigError
 from ...registry import LOSSES, MODELS, TASKS
 from ..base import Task, TaskSamples
@@ -28,7 +28,7 @@ from . import loss as _loss  # noqa: F401  (registers the loss)
 from . import model as _model  # noqa: F401  (registers the model)
 from .finetune import remap_charset_rows
 from .heads import AttentionHead, CTCHead
-from .inference import attention_greedy, ctc_greedy, resize_pad
+from .inference import attention_greedy, ctc_greedy, resize_pad, resize_to_height
 from .metric import RecognitionMetric
 from .visualize import save_prediction_grids
 
@@ -63,23 +63,35 @@ class RecSamples(TaskSamples):
     """Raw crops -> augmented, resized, padded uint8 tensors and encoded labels (all in DataLoader workers).
 
     Labels are skipped and counted when empty, outside the dictionary (policy ``skip``), longer than
-    ``max_text_length``, or too long for the model's output sequence (CTC could not align them).
+    ``max_text_length``, or too long for the model's output sequence (CTC could not align them). With
+    ``own_width`` (length-bucketed training) a crop keeps its own width and the collate function pads the batch
+    to its widest crop, so the output sequence is checked at the crop's width.
     """
+
+    def __init__(self, raw: Dataset, task: RecognitionTask, augment: Any, own_width: bool = False) -> None:
+        super().__init__(raw, task, augment)
+        self.own_width = own_width
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.raw[index]
         counts: Counter = Counter()
-        ids = self.task.charset.encode_label(sample["label"], counts)
+        task = self.task
+        ids = task.charset.encode_label(sample["label"], counts)
         if isinstance(ids, str):
             raise SampleSkipped(ids)
-        if len(ids) > self.task.max_text_length:
+        if len(ids) > task.max_text_length:
             raise SampleSkipped("label_too_long")
-        if ctc_min_frames(ids) > self.task.output_frames:
+        if ctc_min_frames(ids) > task.output_frames:
             raise SampleSkipped("label_too_long_for_model")
-        padded, _ = resize_pad(self.augmented(sample["image"]), self.task.height, self.task.max_width)
-        return {"image": chw_tensor(padded), "ids": ids,
-                "text": self.task.charset.normalize(sample["label"]), "index": index, "path": sample["path"],
-                COUNT_KEY: {k: v for k, v in counts.items() if v}}
+        image = self.augmented(sample["image"])
+        out = {"ids": ids, "text": task.charset.normalize(sample["label"]), "index": index, "path": sample["path"],
+               COUNT_KEY: {k: v for k, v in counts.items() if v}}
+        if not self.own_width:
+            return {"image": chw_tensor(resize_pad(image, task.height, task.max_width)[0]), **out}
+        resized = resize_to_height(image, task.height, task.max_width)
+        if task.frames_by_width and ctc_min_frames(ids) > task.frames_by_width[task.batch_width(resized.shape[1])]:
+            raise SampleSkipped("label_too_long_for_crop_width")
+        return {"image": chw_tensor(resized), "pad_colour": torch.from_numpy(border_colour(image)), **out}
 
 
 @TASKS.register("rec")
@@ -94,6 +106,7 @@ class RecognitionTask(Task):
         self.max_text_length = int(cfg.data.max_text_length)
         self.height, self.max_width = (int(v) for v in cfg.data.image_size)
         self.output_frames = 0  # set by build_model: frames the model emits for a max-width crop
+        self.frames_by_width: dict[int, int] = {}  # set by build_model for length-bucketed CTC training
 
     @classmethod
     def adopt_from_checkpoint(cls, config: dict, stored: dict) -> None:
@@ -113,7 +126,28 @@ class RecognitionTask(Task):
             probe = model(torch.zeros(1, 3, self.height, self.max_width))
             model.train(was_training)
         self.output_frames = probe["logits"].shape[1] if "logits" in probe else self.max_text_length + 1
+        if "logits" in probe and self.bucketed("train"):
+            self.frames_by_width = self._probe_frames(model)
         return model
+
+    def bucketed(self, split: str) -> bool:
+        node = self.split_node(split)
+        return split == "train" and node is not None and bool(split_data_spec(node)[1]["bucket_by_length"])
+
+    def batch_width(self, widest: int) -> int:
+        """Width a length-bucketed batch is padded to: its widest crop rounded up to a multiple of 8 (fewer
+        distinct shapes for cuDNN's autotuner), at most ``max_width``."""
+        return min(self.max_width, -(-widest // 8) * 8)
+
+    @torch.no_grad()
+    def _probe_frames(self, model: nn.Module) -> dict[int, int]:
+        """CTC frames the model emits at each width a bucketed batch can have (no formula fits every backbone)."""
+        was_training = model.training
+        model.eval()
+        widths = sorted({self.batch_width(w) for w in range(1, self.max_width + 1)})
+        frames = {w: model(torch.zeros(1, 3, self.height, w))["logits"].shape[1] for w in widths}
+        model.train(was_training)
+        return frames
 
     def injected_dataset_args(self) -> dict[str, Any]:
         return {"charset": self.charset}
@@ -124,7 +158,7 @@ class RecognitionTask(Task):
             return None
         if not self.output_frames:
             self.build_model()  # the output length decides which labels fit
-        return RecSamples(raw, self, self.augmentation(split))
+        return RecSamples(raw, self, self.augmentation(split), own_width=self.bucketed(split))
 
     def collate(self, samples: list[dict]) -> dict:
         lengths = torch.tensor([len(s["ids"]) for s in samples], dtype=torch.long)
@@ -136,10 +170,22 @@ class RecognitionTask(Task):
             ids[i, : len(s["ids"])] = torch.tensor(s["ids"], dtype=torch.long)
             tokens[i, : len(s["ids"])] = ids[i, : len(s["ids"])]
             tokens[i, len(s["ids"])] = self.charset.num_classes + 1
-        return {"image": torch.stack([s["image"] for s in samples]),
+        return {"image": self._stack_images(samples),
                 "targets": {"ids": ids, "lengths": lengths, "tokens": tokens},
                 "text": [s["text"] for s in samples], "index": torch.tensor([s["index"] for s in samples]),
                 "path": [s["path"] for s in samples]}
+
+    def _stack_images(self, samples: list[dict]) -> torch.Tensor:
+        if "pad_colour" not in samples[0]:
+            return torch.stack([s["image"] for s in samples])
+        # Crops at their own width: pad to the batch's widest with each crop's border colour, as resize_pad would.
+        width = self.batch_width(max(s["image"].shape[2] for s in samples))
+        images = torch.empty(len(samples), 3, self.height, width, dtype=torch.uint8)
+        for row, s in zip(images, samples, strict=True):
+            own = s["image"].shape[2]
+            row[:, :, :own] = s["image"]
+            row[:, :, own:] = s["pad_colour"][:, None, None]
+        return images
 
     def build_loss(self) -> nn.Module:
         spec = OmegaConf.to_container(self.cfg.loss) if self.cfg.get("loss") else {"type": "rec"}
