@@ -58,7 +58,7 @@ def make_collate(inner: Callable[[list[dict]], dict] = default_collate) -> Calla
         batch = inner(kept) if kept else {}
         batch[SKIP_KEY] = dict(skipped)
         batch[COUNT_KEY] = dict(counts)
-        batch["batch_size"] = torch.tensor(len(kept))
+        batch["batch_size"] = len(kept)  # a host int: reading a device tensor each step would stall the GPU queue
         return batch
 
     return collate

@@ -40,7 +40,8 @@ class TaskModule(L.LightningModule):
         self.skipped: dict[str, Counter] = {"train": Counter(), "val": Counter(), "test": Counter()}
         self.data_counts: dict[str, Counter] = {"train": Counter(), "val": Counter(), "test": Counter()}
         self.nonfinite_streak = 0
-        self._skip_step = False  # set by training_step for a batch that must not update the weights
+        self._skip_step = False  # set for a batch that must not update the weights
+        self._step_losses: tuple[dict[str, torch.Tensor], int] | None = None  # checked after backward
         self.test_predictions: list[dict] = []
 
     # --- steps ----------------------------------------------------------------------------------------------
@@ -62,15 +63,26 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Always returns a loss, so every DDP rank runs backward; a batch that must not train (all samples skipped,
-        non-finite loss) is dropped for all ranks together in ``on_before_optimizer_step``."""
+        non-finite loss) is dropped for all ranks together in ``on_before_optimizer_step``.
+
+        The loss is checked in ``on_after_backward``, not here: reading it on the host before backward is queued
+        would leave the GPU idle while the CPU launches the backward pass (one host sync a step, after it)."""
         size = self._count_skips(batch, "train")
+        self._step_losses = None
         if size == 0:
             self._skip_step = True
             return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
         outputs = self.task.forward_train(self.model, batch)
         losses = self.criterion(outputs, batch)
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
+        self._step_losses = ({k: v.detach() for k, v in losses.items()}, size)
+        return losses["loss"]
+
+    def on_after_backward(self) -> None:
+        if self._step_losses is None:
+            return
+        losses, size = self._step_losses
+        self._step_losses = None
+        if not torch.isfinite(losses["loss"]):
             self._skip_step = True
             self.nonfinite_streak += 1
             self.log("train/nonfinite_losses", float(self.nonfinite_streak), batch_size=size)
@@ -78,19 +90,18 @@ class TaskModule(L.LightningModule):
                 raise FloatingPointError(
                     f"{self.nonfinite_streak} consecutive non-finite losses at step {self.global_step}: lower the "
                     "learning rate, enable gradient clipping (train.gradient_clip_val) or check the data")
-            return loss
+            return
         self.nonfinite_streak = 0
         for key, value in losses.items():
-            self.log(f"train/{key}", value.detach(), on_step=True, on_epoch=True, prog_bar=key == "loss",
-                     batch_size=size)
-        return loss
+            self.log(f"train/{key}", value, on_step=True, on_epoch=True, prog_bar=key == "loss", batch_size=size)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        skip = torch.tensor(float(self._skip_step), device=self.device)
+        skip = self._skip_step
         self._skip_step = False
-        if self.trainer.world_size > 1:
-            skip = self.trainer.strategy.reduce(skip, reduce_op="sum")  # any rank's reason skips every rank
-        if skip.item() == 0:
+        if self.trainer.world_size > 1:  # any rank's reason skips every rank
+            skip = bool(self.trainer.strategy.reduce(torch.tensor(float(skip), device=self.device),
+                                                     reduce_op="sum").item())
+        if not skip:
             return
         scaled = "16" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision)
         for group in optimizer.param_groups:
