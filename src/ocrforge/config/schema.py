@@ -67,6 +67,8 @@ class TrainSchema:
     # Stop (and say so) after this many consecutive non-finite losses; single ones are skipped, not trained on.
     max_nonfinite_steps: int = 20
     progress_bar: bool = True
+    # Lightning's profiler: simple (time per hook, data waiting included, printed at the end) | advanced | pytorch.
+    profiler: Literal["simple", "advanced", "pytorch"] | None = None
 
 
 @dataclass

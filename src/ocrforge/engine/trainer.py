@@ -119,4 +119,5 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
         use_distributed_sampler=False,  # engine/data.py shards itself (epoch-seeded, unpadded evaluation)
         enable_progress_bar=t.progress_bar,
         enable_model_summary=True,
+        profiler=t.profiler,
     )
