@@ -199,3 +199,24 @@ def test_optional_loggers_write_offline(tmp_path: Path) -> None:
     assert list((result.run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     metrics = list((result.run_dir / "mlruns").glob("*/*/metrics/val/acc"))
     assert metrics and metrics[0].read_text().strip()
+
+
+class _BatchRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.indices: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, idx: int) -> None:
+        self.indices.append(batch["index"].tolist())
+
+
+def test_resume_after_max_steps_mid_epoch_trains_the_rest_of_that_epoch(tmp_path: Path) -> None:
+    """Stopping at max_steps mid-epoch and resuming without it sees exactly the batches of one uninterrupted run
+    (Lightning alone would count the cut epoch as done and skip its rest)."""
+    cfg_path = tiny_cls_config(tmp_path, train={"max_epochs": 2, "progress_bar": False})
+    straight, first, rest = _BatchRecorder(), _BatchRecorder(), _BatchRecorder()
+    train(load_config(cfg_path, ["exp_name=straight"]), callbacks=[straight])
+    stopped = train(load_config(cfg_path, ["exp_name=stopped", "train.max_steps=2"]), callbacks=[first])
+    assert _ckpt(stopped.last_checkpoint)["global_step"] == 2
+    resumed = train(load_config(cfg_path, ["exp_name=stopped"]), resume=True, callbacks=[rest])
+    assert _ckpt(resumed.last_checkpoint)["global_step"] == 6
+    assert len(straight.indices) == 6 and first.indices + rest.indices == straight.indices

@@ -114,7 +114,21 @@ class LastCheckpointCallback(L.Callback):
         self.path = Path(checkpoint_dir) / "last.ckpt"
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._uncount_unfinished_epoch(trainer)
         trainer.save_checkpoint(self.path)
+
+    @staticmethod
+    def _uncount_unfinished_epoch(trainer: L.Trainer) -> None:
+        """``max_steps`` or ``max_time`` ending training mid-epoch still counts that epoch as completed in
+        Lightning's loop state, so a resumed run would start the next epoch and never train the rest of this one.
+        Saved as not completed (the state a SIGTERM mid-epoch leaves), it resumes where it stopped."""
+        loop = trainer.fit_loop
+        done, per_epoch = loop.epoch_loop.batch_progress.current.completed, trainer.num_training_batches
+        progress = loop.epoch_progress
+        if 0 < done < per_epoch and progress.current.completed == progress.current.started:
+            for counts in (progress.current, progress.total):
+                counts.completed -= 1
+                counts.processed -= 1
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.global_step > 0:
