@@ -12,7 +12,6 @@ records this process's CPU share and the machine's busy fraction.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -24,16 +23,9 @@ import cv2
 import numpy as np
 
 from ocrforge.data.synth_text import WordRenderer
+from ocrforge.runners.bench import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):  # no /proc on macOS or Windows: fall back to platform's answer
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def busy_jiffies() -> tuple[int, int] | None:
@@ -91,8 +83,7 @@ def main() -> None:
     result = {
         "benchmark": "synth_rec_speed",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "loadavg_before": load_before},
+        "machine": {**machine_info(), "loadavg_before": load_before},
         "height": args.height,
         "fonts": len(renderer.fonts),
         "families": len(renderer.families),

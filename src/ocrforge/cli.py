@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import cli_data
 
@@ -69,6 +70,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--out", help="output .onnx (default: next to the checkpoint)")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even if EMA weights exist")
+
+    p = sub.add_parser("bench", help="training throughput: data only, model only, end to end (JSON)")
+    p.add_argument("config")
+    p.add_argument("--seconds", type=float, default=20.0, help="time budget of the data-only measurement")
+    p.add_argument("--warmup-seconds", type=float, default=10.0, help="untimed loading first (workers, caches)")
+    p.add_argument("--steps", type=cli_data.int_at_least(1), default=50, help="timed model and end-to-end steps")
+    p.add_argument("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", help="also write the JSON report here")
+    _config_args(p)
 
     p = sub.add_parser("config", help="config tools")
     csub = p.add_subparsers(dest="config_command", required=True)
@@ -150,6 +163,15 @@ def _run(args: argparse.Namespace) -> int:
 
         report = export_onnx(args.checkpoint, args.out, use_ema=not args.no_ema)
         print(json.dumps(report, indent=2))
+    elif args.command == "bench":
+        from .runners.bench import bench
+
+        report = bench(_load(args), seconds=args.seconds, warmup_seconds=args.warmup_seconds, steps=args.steps,
+                       amp=args.amp, compile_model=args.compile, channels_last=args.channels_last, device=args.device)
+        text = json.dumps(report, indent=2)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        print(text)
     elif args.command == "config":
         from .config import to_yaml
 

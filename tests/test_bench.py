@@ -1,0 +1,44 @@
+"""``ocrforge bench``: the three measurements come back as JSON for classification and recognition configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_cls_config, write_config
+
+from ocrforge.cli import main
+
+
+def _rec_config(tmp_path: Path) -> Path:
+    words = {"type": "SynthWords", "num_samples": 32, "seed": 0, "max_len": 8, "batch_size": 8, "num_workers": 0}
+    cfg = {"task": "rec", "project": "tests", "exp_name": "bench", "work_dir": str(tmp_path / "work_dirs"),
+           "model": {"type": "Recognizer", "backbone": {"type": "crnn_vgg", "width": 0.125},
+                     "neck": {"type": "bilstm", "hidden": 16}, "head": {"type": "ctc"}},
+           "data": {"image_size": [32, 96], "max_text_length": 8, "train": words, "val": words},
+           "optimizer": {"type": "adamw", "lr": 0.001}}
+    return write_config(tmp_path / "rec.yaml", cfg, {})
+
+
+@pytest.mark.parametrize("make_config", [tiny_cls_config, _rec_config])
+def test_bench_reports_data_model_and_end_to_end(tmp_path, capsys, make_config):
+    out = tmp_path / "bench.json"
+    code = main(["bench", str(make_config(tmp_path)), "--seconds", "0.3", "--warmup-seconds", "0.1", "--steps", "2",
+                 "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report == json.loads(capsys.readouterr().out)
+    assert report["device"] == "cpu" and report["precision"] == "32" and report["machine"]["cpus"] >= 1
+    assert report["data"]["samples"] > 0 and report["data"]["samples_per_s"] > 0
+    model = report["model"]
+    assert model["batch_size"] in (8, 16) and model["samples_per_s"] > 0 and model["peak_memory_mb"] is None
+    assert set(model["split_ms"]) == {"forward", "backward", "optimizer"} and model["split_ms"]["backward"] > 0
+    assert report["end_to_end"]["steps"] == 2 and report["end_to_end"]["step_ms"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_bench_on_missing_cuda_fails_clearly(tmp_path, capsys):
+    assert main(["bench", str(tiny_cls_config(tmp_path)), "--device", "cuda", "--steps", "1"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
