@@ -35,7 +35,7 @@ def test_bench_reports_data_model_and_end_to_end(tmp_path, capsys, make_config):
     model = report["model"]
     assert model["batch_size"] in (8, 16) and model["samples_per_s"] > 0 and model["peak_memory_mb"] is None
     assert set(model["split_ms"]) == {"forward", "backward", "optimizer"} and model["split_ms"]["backward"] > 0
-    assert report["end_to_end"]["steps"] == 2 and report["end_to_end"]["step_ms"] > 0
+    assert report["end_to_end"]["steps"] >= 2 and report["end_to_end"]["step_ms"] > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

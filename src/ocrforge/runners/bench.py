@@ -3,7 +3,8 @@
 * ``data``: the training DataLoader alone (workers, augmentation, targets, collation), samples/s.
 * ``model``: forward + loss + backward + optimiser step on one reused batch: the ceiling without data loading; the
   step time split into forward / backward / optimiser (measured in separate, synchronised steps) and peak memory.
-* ``end_to_end``: the loader feeding those steps, with the time spent waiting for each batch.
+* ``end_to_end``: the loader feeding those steps (for as long as the data-only part ran, and at least ``steps``),
+  with the time spent waiting for each batch.
 
 Each part warms up first (worker start, glyph caches, cuDNN autotuning, ``torch.compile``). The end-to-end loop
 synchronises the device after every step so that waiting for data and computing are told apart; the trainer
@@ -147,9 +148,14 @@ def _model_only(step: _Step, batch: dict, steps: int, warmup_steps: int) -> dict
             "peak_memory_mb": None if peak is None else round(peak, 1), "batch_size": size}
 
 
-def _end_to_end(step: _Step, batches: Iterator[dict], steps: int) -> dict[str, Any]:
-    samples, waiting, computing = 0, 0.0, 0.0
-    for _ in range(steps):
+def _end_to_end(step: _Step, batches: Iterator[dict], steps: int, seconds: float, queued: int) -> dict[str, Any]:
+    """Untimed first: the ``queued`` batches the workers prefetched while the model was measured (they would flatter
+    the loader). Then at least ``steps`` steps and ``seconds`` seconds."""
+    for _ in range(queued):
+        step(_to_device(_next_nonempty(batches), step.device))
+    step.sync()
+    samples, done, waiting, computing = 0, 0, 0.0, 0.0
+    while done < steps or waiting + computing < seconds:
         began = time.perf_counter()
         batch = _to_device(_next_nonempty(batches), step.device)
         fetched = time.perf_counter()
@@ -158,9 +164,10 @@ def _end_to_end(step: _Step, batches: Iterator[dict], steps: int) -> dict[str, A
         waiting += fetched - began
         computing += time.perf_counter() - fetched
         samples += int(batch["batch_size"])
+        done += 1
     return {"samples_per_s": round(samples / (waiting + computing), 1),
-            "data_wait_ms_per_step": round(waiting / steps * 1000, 2),
-            "step_ms": round(computing / steps * 1000, 2), "steps": steps}
+            "data_wait_ms_per_step": round(waiting / done * 1000, 2),
+            "step_ms": round(computing / done * 1000, 2), "steps": done}
 
 
 def bench(cfg: DictConfig, *, seconds: float = 20.0, warmup_seconds: float = 10.0, steps: int = 50,
@@ -185,5 +192,6 @@ def bench(cfg: DictConfig, *, seconds: float = 20.0, warmup_seconds: float = 10.
     report["data"] = _data_only(batches, seconds, warmup_seconds, workers)
     step = _Step(cfg, task, chosen, precision, compile_model, channels_last)
     report["model"] = _model_only(step, _to_device(_next_nonempty(batches), chosen), steps, warmup_steps)
-    report["end_to_end"] = _end_to_end(step, batches, steps)
+    queued = workers * (loader.prefetch_factor or 0)
+    report["end_to_end"] = _end_to_end(step, batches, steps, seconds, queued)
     return report
