@@ -14,6 +14,7 @@ import torch
 from conftest import tiny_cls_config
 
 from ocrforge.config import load_config
+from ocrforge.export.onnx_export import export_onnx
 from ocrforge.registry import LOSSES
 from ocrforge.runners.evaluate import module_from_checkpoint
 from ocrforge.runners.train import train
@@ -220,3 +221,21 @@ def test_resume_after_max_steps_mid_epoch_trains_the_rest_of_that_epoch(tmp_path
     resumed = train(load_config(cfg_path, ["exp_name=stopped"]), resume=True, callbacks=[rest])
     assert _ckpt(resumed.last_checkpoint)["global_step"] == 6
     assert len(straight.indices) == 6 and first.indices + rest.indices == straight.indices
+
+
+def test_channels_last_training_feeds_nhwc_inputs_and_its_checkpoint_exports(tmp_path: Path) -> None:
+    cfg = load_config(tiny_cls_config(tmp_path, train={"max_epochs": 1, "progress_bar": False,
+                                                       "channels_last": True}))
+    layouts: list[bool] = []
+
+    class _Probe(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict,
+                                 idx: int) -> None:
+            weight = pl_module.model.backbone.conv_stem.weight
+            layouts.append(pl_module.task.model_input(batch).is_contiguous(memory_format=torch.channels_last)
+                           and weight.is_contiguous(memory_format=torch.channels_last))
+
+    result = train(cfg, callbacks=[_Probe()])
+    assert layouts == [True] * 3
+    report = export_onnx(result.last_checkpoint, tmp_path / "cl.onnx")
+    assert max(report["max_abs_diff"].values()) < 1e-4

@@ -67,6 +67,10 @@ class TrainSchema:
     # Stop (and say so) after this many consecutive non-finite losses; single ones are skipped, not trained on.
     max_nonfinite_steps: int = 20
     progress_bar: bool = True
+    # Convolutions in NHWC memory layout (faster under bf16/fp16 on tensor-core GPUs: DBNet-R18 1.8x on an H200).
+    channels_last: bool = False
+    # torch.compile the model's forward for training (checkpoint keys unchanged); the first steps compile.
+    compile: bool = False
     # Lightning's profiler: simple (time per hook, data waiting included, printed at the end) | advanced | pytorch.
     profiler: Literal["simple", "advanced", "pytorch"] | None = None
 

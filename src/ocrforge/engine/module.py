@@ -44,6 +44,15 @@ class TaskModule(L.LightningModule):
         self._step_losses: tuple[dict[str, torch.Tensor], int] | None = None  # checked after backward
         self.test_predictions: list[dict] = []
 
+    def apply_training_speed_options(self) -> None:
+        """``train.channels_last`` and ``train.compile`` (training only: test, predict and export use the plain
+        model). ``Module.compile`` compiles the forward in place, so parameter names and checkpoints do not change."""
+        if self.cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            self.task.channels_last = True
+        if self.cfg.train.compile:
+            self.model.compile()
+
     # --- steps ----------------------------------------------------------------------------------------------
     def _count_skips(self, batch: dict, split: str) -> int:
         if not (self._trainer is not None and self.trainer.sanity_checking):

@@ -83,9 +83,11 @@ class _Step:
                  channels_last: bool) -> None:
         self.task, self.device = task, device
         self.model: nn.Module = task.build_model().to(device).train()
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward_model = torch.compile(self.model) if compile_model else self.model
+        if channels_last:  # as TaskModule.apply_training_speed_options does for training
+            self.model.to(memory_format=torch.channels_last)
+            task.channels_last = True
+        if compile_model:
+            self.model.compile()
         self.criterion = task.build_loss().to(device)
         self.optimizer = OPTIMIZERS.build(OmegaConf.to_container(cfg.optimizer), params=self.model.named_parameters())
         self.autocast = _autocast(precision, device)
@@ -97,7 +99,7 @@ class _Step:
     def __call__(self, batch: dict, phases: dict[str, float] | None = None) -> None:
         began = time.perf_counter()
         with self.autocast():
-            loss = self.criterion(self.task.forward_train(self.forward_model, batch), batch)["loss"]
+            loss = self.criterion(self.task.forward_train(self.model, batch), batch)["loss"]
         if phases is not None:
             self.sync()
             phases["forward"] += time.perf_counter() - began
@@ -180,6 +182,7 @@ def bench(cfg: DictConfig, *, seconds: float = 20.0, warmup_seconds: float = 10.
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
     precision = amp_precision() if amp else str(cfg.train.precision)
+    compile_model, channels_last = compile_model or cfg.train.compile, channels_last or cfg.train.channels_last
     task = build_task(cfg)
     loader = build_dataloader(task, "train", training=True, seed=int(cfg.seed))
     if loader is None:

@@ -144,6 +144,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
     world = (int(requested) if str(requested).isdigit() else 1) * (num_nodes or cfg.train.num_nodes)
     scale = _lr_scale(cfg, world) if auto_scale_lr or cfg.auto_scale_lr.enabled else 1.0
     module = TaskModule(OmegaConf.to_container(cfg), lr_scale=scale)
+    module.apply_training_speed_options()
     cfg = module.cfg  # now with values the task derived (e.g. class names)
     if _is_rank_zero():
         suffix = "" if resume_path is None else f"_resume_{time.strftime('%Y-%m-%d_%H-%M-%S')}"

@@ -59,6 +59,7 @@ class Task(ABC):
         self.mean = tuple(float(v) for v in cfg.data.mean)
         self.std = tuple(float(v) for v in cfg.data.std)
         self._scale, self._shift = (torch.from_numpy(a) for a in normalise_coefficients(self.mean, self.std))
+        self.channels_last = False  # set with train.channels_last: inputs in the model's NHWC layout
 
     def injected_dataset_args(self) -> dict[str, Any]:
         """Values the task hands to datasets that declare them in ``config_injected`` (class names, charset)."""
@@ -132,7 +133,8 @@ class Task(ABC):
         if images.dtype != torch.uint8:
             raise TypeError(f"batches carry uint8 images, got {images.dtype}")
         scale, shift = self._scale.to(images.device), self._shift.to(images.device)
-        return images.float() * scale - shift
+        normalised = images.float() * scale - shift
+        return normalised.contiguous(memory_format=torch.channels_last) if self.channels_last else normalised
 
     def forward_train(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         return model(self.model_input(batch))
