@@ -73,18 +73,19 @@ def pad_with(image: np.ndarray, colour: np.ndarray, top: int = 0, bottom: int = 
 
 
 def normalise_coefficients(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, shift), float32 3x1x1, with ``normalised = uint8 * scale - shift`` = ``(x / 255 - mean) / std``."""
-    mean32, std32 = np.asarray(mean, np.float32).reshape(3, 1, 1), np.asarray(std, np.float32).reshape(3, 1, 1)
-    return np.float32(1.0) / (np.float32(255.0) * std32), mean32 / std32
+    """``mean`` and ``std`` as float32 3x1x1 arrays, for ``(x / 255 - mean) / std`` in numpy or torch."""
+    return np.asarray(mean, np.float32).reshape(3, 1, 1), np.asarray(std, np.float32).reshape(3, 1, 1)
 
 
 def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """RGB uint8 HxWx3 -> float32 3xHxW, ``(x / 255 - mean) / std`` per channel: every exported model's input.
 
-    Training batches carry uint8 images and are normalised on the device with the same coefficients
-    (``Task.model_input``): 4x fewer bytes through the DataLoader's shared memory."""
-    scale, shift = normalise_coefficients(mean, std)
+    Training batches carry uint8 images and are normalised on the device by the same float32 operations in the
+    same order (``Task.model_input``), so both give identical numbers; uint8 moves 4x fewer bytes through the
+    DataLoader's shared memory."""
+    mean32, std32 = normalise_coefficients(mean, std)
     out = image.transpose(2, 0, 1).astype(np.float32, order="C")  # transposing uint8 moves a quarter of the bytes
-    out *= scale
-    out -= shift
+    out /= np.float32(255.0)
+    out -= mean32
+    out /= std32
     return out

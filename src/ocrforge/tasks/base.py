@@ -58,7 +58,7 @@ class Task(ABC):
         # Plain floats for per-sample code: reading OmegaConf nodes in a DataLoader worker's hot loop is slow.
         self.mean = tuple(float(v) for v in cfg.data.mean)
         self.std = tuple(float(v) for v in cfg.data.std)
-        self._scale, self._shift = (torch.from_numpy(a) for a in normalise_coefficients(self.mean, self.std))
+        self._mean, self._std = (torch.from_numpy(a) for a in normalise_coefficients(self.mean, self.std))
         self.channels_last = False  # set with train.channels_last: inputs in the model's NHWC layout
 
     def injected_dataset_args(self) -> dict[str, Any]:
@@ -132,8 +132,8 @@ class Task(ABC):
         images = batch["image"]
         if images.dtype != torch.uint8:
             raise TypeError(f"batches carry uint8 images, got {images.dtype}")
-        scale, shift = self._scale.to(images.device), self._shift.to(images.device)
-        normalised = images.float() * scale - shift
+        mean, std = self._mean.to(images.device), self._std.to(images.device)
+        normalised = (images.float() / 255.0 - mean) / std
         return normalised.contiguous(memory_format=torch.channels_last) if self.channels_last else normalised
 
     def forward_train(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
