@@ -4,6 +4,9 @@ padded per batch exactly like ``resize_pad``, CTC checked at the crop's width, a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -73,7 +76,7 @@ def _label_file(folder: Path, count: int, seed: int) -> Path:
     return folder / "labels.txt"
 
 
-def _config(tmp_path: Path, bucket: bool = True, train_type: str = "RecLabelFile") -> Path:
+def _config(tmp_path: Path, bucket: bool = True, train_type: str = "RecLabelFile", **train_settings) -> Path:
     train = ({"type": "RecLabelFile", "label_files": [str(_label_file(tmp_path / "train", 40, 0))]}
              if train_type == "RecLabelFile" else {"type": "SynthWords", "num_samples": 16})
     cfg = {
@@ -85,7 +88,7 @@ def _config(tmp_path: Path, bucket: bool = True, train_type: str = "RecLabelFile
                  "val": {"type": "SynthWords", "num_samples": 8, "seed": 1, "max_len": 8, "batch_size": 8,
                          "num_workers": 0}},
         "optimizer": {"type": "adamw", "lr": 0.003},
-        "train": {"max_epochs": 2, "progress_bar": False, "log_every_n_steps": 1},
+        "train": {"max_epochs": 2, "progress_bar": False, "log_every_n_steps": 1, **train_settings},
     }
     return write_config(tmp_path / "rec.yaml", cfg, {})
 
@@ -117,3 +120,15 @@ def test_bucketed_training_runs_and_synthetic_words_are_refused_clearly(tmp_path
     synth = build_task(load_config(_config(tmp_path / "synth", train_type="SynthWords")))
     with pytest.raises(ConfigError, match="bucket_by_length"):
         build_dataloader(synth, "train", training=True)
+
+
+def test_bucketed_batches_under_two_process_ddp(tmp_path):
+    """41 crops in batches of 8 = 6 batches, 3 per rank: both ranks must agree on the count or DDP hangs."""
+    cfg = _config(tmp_path, accelerator="cpu", devices=2, strategy="ddp", max_epochs=1)
+    env = {k: v for k, v in os.environ.items() if k != "OCRFORGE_RUN_DIR"}
+    done = subprocess.run([sys.executable, "-m", "ocrforge.cli", "train", str(cfg)], capture_output=True, text=True,
+                          env=env, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = (tmp_path / "work_dirs" / "tests").glob("bucketed_2*")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["global_step"] == 3 and metrics["final"]["val/num_samples"] == 8.0
