@@ -14,6 +14,7 @@ import torch
 from conftest import tiny_cls_config
 
 from ocrforge.config import load_config
+from ocrforge.engine.trainer import resolve_precision
 from ocrforge.export.onnx_export import export_onnx
 from ocrforge.registry import LOSSES
 from ocrforge.runners.evaluate import module_from_checkpoint
@@ -239,3 +240,16 @@ def test_channels_last_training_feeds_nhwc_inputs_and_its_checkpoint_exports(tmp
     assert layouts == [True] * 3
     report = export_onnx(result.last_checkpoint, tmp_path / "cl.onnx")
     assert max(report["max_abs_diff"].values()) < 1e-4
+
+
+def test_auto_precision_is_bf16_only_on_a_gpu_that_has_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(tiny_cls_config(tmp_path))
+    assert cfg.train.precision == "auto"
+    for cuda, bf16, accelerator, expected in [(False, False, "auto", "32"), (True, True, "auto", "bf16-mixed"),
+                                              (True, False, "auto", "32"), (True, True, "cpu", "32")]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        cfg.train.accelerator = accelerator
+        assert resolve_precision(cfg) == expected, (cuda, bf16, accelerator)
+    cfg.train.precision = "16-mixed"
+    assert resolve_precision(cfg) == "16-mixed"

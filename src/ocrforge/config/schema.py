@@ -49,9 +49,10 @@ class TrainSchema:
     max_epochs: int | None = 10
     max_steps: int = -1
     max_time: str | None = None  # "DD:HH:MM:SS": stop (saving last.ckpt) when the wall-clock budget is spent
-    # Lightning's names: 32 | 32-true | bf16-mixed | 16-mixed | bf16-true | 16-true | 64 (ints are accepted).
-    precision: Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true",
-                       32, 16, 64] = "32"
+    # auto: bf16 autocast on a GPU that has bf16, fp32 elsewhere. Or Lightning's names: 32 | 32-true | bf16-mixed |
+    # 16-mixed | bf16-true | 16-true | 64 (ints are accepted).
+    precision: Literal["auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true",
+                       32, 16, 64] = "auto"
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     gradient_clip_algorithm: str = "norm"

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..engine.data import build_dataloader
 from ..engine.module import build_task
-from ..engine.trainer import amp_precision
+from ..engine.trainer import resolve_precision
 from ..errors import ConfigError
 from ..registry import OPTIMIZERS
 
@@ -181,7 +181,7 @@ def bench(cfg: DictConfig, *, seconds: float = 20.0, warmup_seconds: float = 10.
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
-    precision = amp_precision() if amp else str(cfg.train.precision)
+    precision = resolve_precision(cfg, amp)
     compile_model, channels_last = compile_model or cfg.train.compile, channels_last or cfg.train.channels_last
     task = build_task(cfg)
     loader = build_dataloader(task, "train", training=True, seed=int(cfg.seed))

@@ -16,6 +16,7 @@ from ..engine.checkpoint import load_weights_report, model_state, read_checkpoin
 from ..engine.data import TaskDataModule
 from ..engine.module import TaskModule
 from ..engine.rundir import environment_info, new_run_dir, write_json
+from ..engine.trainer import resolve_precision
 from ..errors import CheckpointError, ConfigError
 from ..registry import TASKS
 
@@ -59,7 +60,7 @@ def test(cfg: DictConfig, ckpt_path: str | Path, *, save_preds: bool = False, sh
     (out_dir / "config.yaml").write_text(to_yaml(cfg))
     write_json(out_dir / "env.json", {**environment_info(), "checkpoint": str(ckpt_path),
                                       "ema_weights": "ema_state_dict" in checkpoint})
-    trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=devices or 1, precision=str(cfg.train.precision),
+    trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=devices or 1, precision=resolve_precision(cfg),
                         logger=False, enable_checkpointing=False, default_root_dir=str(out_dir),
                         enable_progress_bar=cfg.train.progress_bar, use_distributed_sampler=False)
     datamodule = TaskDataModule(module.task)

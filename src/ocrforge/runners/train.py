@@ -29,7 +29,7 @@ from ..engine.rundir import (
     run_dir_of_checkpoint,
     write_json,
 )
-from ..engine.trainer import amp_precision, build_trainer, tune_cpu_threads
+from ..engine.trainer import build_trainer, resolve_precision, tune_cpu_threads
 from ..errors import CheckpointError, ConfigError
 
 log = logging.getLogger("ocrforge")
@@ -138,8 +138,8 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
          auto_scale_lr: bool, devices: Any, num_nodes: int | None, strategy: str | None,
          callbacks: list[L.Callback]) -> TrainResult:
 
-    if amp:  # recorded in the effective config, so test/export of this run know how it was trained
-        cfg.train.precision = amp_precision()
+    # Resolved (--amp, auto) and recorded in the effective config, so test/export of this run know how it trained.
+    cfg.train.precision = resolve_precision(cfg, amp)
     requested = devices if devices is not None else cfg.train.devices
     world = (int(requested) if str(requested).isdigit() else 1) * (num_nodes or cfg.train.num_nodes)
     scale = _lr_scale(cfg, world) if auto_scale_lr or cfg.auto_scale_lr.enabled else 1.0
