@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ocrforge.data.synth_text import WordRenderer
-from ocrforge.runners.bench import machine_info
+from ocrforge.engine.rundir import environment_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,7 +83,7 @@ def main() -> None:
     result = {
         "benchmark": "synth_rec_speed",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {**machine_info(), "loadavg_before": load_before},
+        "machine": {**environment_info(), "loadavg_before": load_before},
         "height": args.height,
         "fonts": len(renderer.fonts),
         "families": len(renderer.families),

@@ -30,7 +30,7 @@ def test_bench_reports_data_model_and_end_to_end(tmp_path, capsys, make_config):
     assert code == 0
     report = json.loads(out.read_text())
     assert report == json.loads(capsys.readouterr().out)
-    assert report["device"] == "cpu" and report["precision"] == "32" and report["machine"]["cpus"] >= 1
+    assert report["device"] == "cpu" and report["precision"] == "32" and report["machine"]["cpu_count"] >= 1
     assert report["data"]["samples"] > 0 and report["data"]["samples_per_s"] > 0
     model = report["model"]
     assert model["batch_size"] in (8, 16) and model["samples_per_s"] > 0 and model["peak_memory_mb"] is None

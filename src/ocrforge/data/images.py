@@ -72,7 +72,7 @@ def pad_with(image: np.ndarray, colour: np.ndarray, top: int = 0, bottom: int = 
                               value=tuple(int(c) for c in colour))
 
 
-def normalise_coefficients(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def mean_std_arrays(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """``mean`` and ``std`` as float32 3x1x1 arrays, for ``(x / 255 - mean) / std`` in numpy or torch."""
     return np.asarray(mean, np.float32).reshape(3, 1, 1), np.asarray(std, np.float32).reshape(3, 1, 1)
 
@@ -83,7 +83,7 @@ def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     Training batches carry uint8 images and are normalised on the device by the same float32 operations in the
     same order (``Task.model_input``), so both give identical numbers; uint8 moves 4x fewer bytes through the
     DataLoader's shared memory."""
-    mean32, std32 = normalise_coefficients(mean, std)
+    mean32, std32 = mean_std_arrays(mean, std)
     out = image.transpose(2, 0, 1).astype(np.float32, order="C")  # transposing uint8 moves a quarter of the bytes
     out /= np.float32(255.0)
     out -= mean32

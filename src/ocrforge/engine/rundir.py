@@ -63,6 +63,16 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def _cpu_model() -> str:
+    try:  # Linux names the model in /proc/cpuinfo; elsewhere platform's answer is all there is
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment_info() -> dict[str, Any]:
     import torch
 
@@ -76,6 +86,7 @@ def environment_info() -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "cuda_devices": devices,
         "packages": versions,

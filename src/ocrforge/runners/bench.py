@@ -15,11 +15,8 @@ checkpoint callbacks) is not included: compare with a real run's ``train.profile
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,21 +25,10 @@ from torch import nn
 
 from ..engine.data import build_dataloader
 from ..engine.module import build_task
+from ..engine.rundir import environment_info
 from ..engine.trainer import resolve_precision
 from ..errors import ConfigError
 from ..registry import OPTIMIZERS
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):  # Linux names the model in /proc/cpuinfo; elsewhere platform's answer stays
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    info = {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
@@ -191,7 +177,7 @@ def bench(cfg: DictConfig, *, seconds: float = 20.0, warmup_seconds: float = 10.
     workers = int(loader.num_workers)
     report: dict[str, Any] = {"task": cfg.task, "exp_name": cfg.get("exp_name"), "precision": precision,
                               "compile": compile_model, "channels_last": channels_last, "device": str(chosen),
-                              "machine": machine_info()}
+                              "machine": environment_info()}
     report["data"] = _data_only(batches, seconds, warmup_seconds, workers)
     step = _Step(cfg, task, chosen, precision, compile_model, channels_last)
     report["model"] = _model_only(step, _to_device(_next_nonempty(batches), chosen), steps, warmup_steps)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..config.schema import split_data_spec
-from ..data.images import normalise_coefficients
+from ..data.images import mean_std_arrays
 from ..errors import ConfigError
 from ..registry import DATASETS, TRANSFORMS
 
@@ -58,7 +58,7 @@ class Task(ABC):
         # Plain floats for per-sample code: reading OmegaConf nodes in a DataLoader worker's hot loop is slow.
         self.mean = tuple(float(v) for v in cfg.data.mean)
         self.std = tuple(float(v) for v in cfg.data.std)
-        self._mean, self._std = (torch.from_numpy(a) for a in normalise_coefficients(self.mean, self.std))
+        self._mean, self._std = (torch.from_numpy(a) for a in mean_std_arrays(self.mean, self.std))
         self.channels_last = False  # set with train.channels_last: inputs in the model's NHWC layout
 
     def injected_dataset_args(self) -> dict[str, Any]:

@@ -120,14 +120,11 @@ class RecognitionTask(Task):
             raise ConfigError(f"model.head.max_length must be at least data.max_text_length + 1 "
                               f"({self.max_text_length + 1})")
         model = MODELS.build(spec, num_classes=self.charset.num_classes)
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            probe = model(torch.zeros(1, 3, self.height, self.max_width))
-            model.train(was_training)
-        self.output_frames = probe["logits"].shape[1] if "logits" in probe else self.max_text_length + 1
-        if "logits" in probe and self.bucketed("train"):
-            self.frames_by_width = self._probe_frames(model)
+        bucketed = self.bucketed("train")
+        widths = sorted({self.batch_width(w) for w in range(1, self.max_width + 1)}) if bucketed else [self.max_width]
+        frames = self._ctc_frames(model, widths)
+        self.output_frames = frames.get(self.max_width, self.max_text_length + 1)
+        self.frames_by_width = frames if bucketed else {}
         return model
 
     def bucketed(self, split: str) -> bool:
@@ -140,12 +137,17 @@ class RecognitionTask(Task):
         return min(self.max_width, -(-widest // 8) * 8)
 
     @torch.no_grad()
-    def _probe_frames(self, model: nn.Module) -> dict[int, int]:
-        """CTC frames the model emits at each width a bucketed batch can have (no formula fits every backbone)."""
+    def _ctc_frames(self, model: nn.Module, widths: list[int]) -> dict[int, int]:
+        """Frames the CTC head emits at each input width, probed (no formula fits every backbone); empty for a
+        model without one (an attention decoder emits up to ``max_length + 1`` steps whatever the width)."""
         was_training = model.training
         model.eval()
-        widths = sorted({self.batch_width(w) for w in range(1, self.max_width + 1)})
-        frames = {w: model(torch.zeros(1, 3, self.height, w))["logits"].shape[1] for w in widths}
+        frames = {}
+        for width in widths:
+            out = model(torch.zeros(1, 3, self.height, width))
+            if "logits" not in out:
+                break
+            frames[width] = out["logits"].shape[1]
         model.train(was_training)
         return frames
 
