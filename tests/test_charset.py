@@ -32,9 +32,20 @@ def test_dict_file_cjk_space_line_and_crlf(tmp_path: Path) -> None:
 
 def test_bad_dict_lines_are_errors_with_line_numbers(tmp_path: Path) -> None:
     path = tmp_path / "dict.txt"
-    path.write_text("a\n\nbc\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"line 2: '' is 0 code points.*line 3: 'bc' is 2"):
+    path.write_text("a\n\nbc\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 2: '' is 0 code points.*line 4: '' is 0"):
         read_dict_file(path)
+
+
+def test_multi_code_point_entries_keep_class_ids_and_never_match(tmp_path: Path) -> None:
+    # PP-OCRv5's dictionary holds flag emoji (two code points each): kept so later ids stay PaddleOCR's.
+    path = tmp_path / "dict.txt"
+    path.write_text("a\n\U0001F1E9\U0001F1EA\nb\n", encoding="utf-8")
+    charset = Charset.from_file(path, oov="skip")
+    assert charset.tokens == ["<blank>", "a", "\U0001F1E9\U0001F1EA", "b"]
+    assert charset.encode("ab") == [1, 3]
+    assert charset.decode([2, 3]) == "\U0001F1E9\U0001F1EAb"
+    assert charset.encode_label("\U0001F1E9\U0001F1EA", Counter()) == "out_of_dict"
     with pytest.raises(DataError, match="not found"):
         Charset.from_file(tmp_path / "missing.txt")
 

@@ -58,6 +58,16 @@ def add_parsers(subparsers: Any) -> None:
     q.add_argument("--labels", required=True, metavar="PATH")
     q.add_argument("--out", required=True, metavar="PATH", help="paddle: a label file; icdar2015: a folder")
 
+    q = csub.add_parser("ppocr", help="a PaddleOCR PP-OCR model (from the ppocr extra, or --onnx) -> ocrforge "
+                                      "checkpoint + config, parity-checked against ONNX Runtime")
+    q.add_argument("--model", required=True, metavar="NAME",
+                   help="ppocrv5-mobile-rec, ppocrv5-mobile-det, ppocrv6-small-rec, ppocrv6-small-det, "
+                        "ppocrv4-mobile-rec, ppocrv4-mobile-det")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder for model.ckpt, config.yaml, dict.txt")
+    q.add_argument("--onnx", metavar="FILE", help="use this .onnx instead of the installed package's")
+    q.add_argument("--dict", dest="dictionary", metavar="FILE",
+                   help="recognition: the model's dictionary (default: the package's or the ONNX metadata)")
+
     p = subparsers.add_parser("synth", help="write synthetic training data to disk")
     ssub = p.add_subparsers(dest="synth_command", required=True)
     q = ssub.add_parser("rec", help="synthetic word crops -> DIR/images/*.jpg + DIR/labels.txt, or an LMDB")
@@ -145,6 +155,12 @@ def run(args: argparse.Namespace) -> int | None:
         from .data.converters.det_to_crops import det_to_crops
 
         _print_json(det_to_crops(args.format, args.images, args.labels, args.out))
+    elif args.convert_command == "ppocr":
+        from .pretrained.ppocr import convert
+
+        report = convert(args.model, args.out, onnx=args.onnx, dictionary=args.dictionary)
+        _print_json({k: report[k] for k in ("checkpoint", "config", "package", "package_version",
+                                            "parity_max_abs_diff", "records")})
     elif args.convert_command == "det-format":
         from .data.converters.det_labels import convert_det_labels
 

@@ -39,20 +39,26 @@ def read_dict_file(path: str | Path) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise DataError(f"dictionary file not found: {file}")
-    chars, problems = [], []
+    chars, problems, multi = [], [], []
     with open(file, encoding="utf-8-sig", newline="") as handle:
         for number, line in enumerate(handle, 1):
             entry = line[:-1] if line.endswith("\n") else line
             entry = entry[:-1] if entry.endswith("\r") else entry
-            if len(entry) != 1:
-                # Labels are encoded one code point at a time, so an entry of 0 or 2+ code points could never match.
-                problems.append(f"line {number}: {entry!r} is {len(entry)} code points, expected 1")
+            if not entry:
+                problems.append(f"line {number}: {entry!r} is 0 code points, expected 1")
+            elif len(entry) > 1:
+                multi.append(entry)
             chars.append(entry)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
         raise DataError(f"dictionary {file}: {shown}")
     if not chars:
         raise DataError(f"dictionary {file} is empty")
+    if multi:
+        # Kept so that class ids match the file (PaddleOCR's PP-OCRv5 dictionary has flag emoji of two code
+        # points); labels are encoded one code point at a time, so these classes can be predicted, never trained.
+        log.warning("dictionary %s: %d entries of several code points (decoded, never matched in labels): %s",
+                    file, len(multi), " ".join(multi[:10]))
     return chars
 
 
@@ -70,8 +76,8 @@ class Charset:
             raise DataError(f"unknown out-of-dictionary policy '{oov}' (choose from {', '.join(OOV_POLICIES)})")
         self.name, self.lowercase, self.oov = name, lowercase, oov
         self.chars: list[str] = list(chars)
-        if any(len(c) != 1 for c in self.chars):
-            raise DataError(f"charset {name or ''}: every entry must be one character")
+        if any(not c for c in self.chars):
+            raise DataError(f"charset {name or ''}: empty entry")
         if use_space_char and " " not in self.chars:
             self.chars.append(" ")
         self._index: dict[str, int] = {}
@@ -202,7 +208,7 @@ def build_charset(label_files: Sequence[str | Path], lowercase: bool = False, in
 
 
 def write_dict_file(chars: Sequence[str], path: str | Path) -> None:
-    bad = [c for c in chars if c in "\r\n" or len(c) != 1]
+    bad = [c for c in chars if not c or any(ch in "\r\n" for ch in c)]
     if bad:
         raise DataError(f"cannot write {bad!r} to a one-character-per-line dictionary")
     Path(path).parent.mkdir(parents=True, exist_ok=True)

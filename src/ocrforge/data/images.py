@@ -77,13 +77,19 @@ def mean_std_arrays(mean: Sequence[float], std: Sequence[float]) -> tuple[np.nda
     return np.asarray(mean, np.float32).reshape(3, 1, 1), np.asarray(std, np.float32).reshape(3, 1, 1)
 
 
-def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float], color: str = "RGB") -> np.ndarray:
     """RGB uint8 HxWx3 -> float32 3xHxW, ``(x / 255 - mean) / std`` per channel: every exported model's input.
+    ``color="BGR"`` reverses the channels first (models imported from PaddleOCR read OpenCV's BGR order; ``mean``
+    and ``std`` are then in that order too).
 
     Training batches carry uint8 images and are normalised on the device by the same float32 operations in the
     same order (``Task.model_input``), so both give identical numbers; uint8 moves 4x fewer bytes through the
     DataLoader's shared memory."""
     mean32, std32 = mean_std_arrays(mean, std)
+    if color == "BGR":
+        image = image[:, :, ::-1]
+    elif color != "RGB":
+        raise ValueError(f"color must be RGB or BGR, got {color!r}")
     out = image.transpose(2, 0, 1).astype(np.float32, order="C")  # transposing uint8 moves a quarter of the bytes
     out /= np.float32(255.0)
     out -= mean32

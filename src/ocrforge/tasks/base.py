@@ -59,6 +59,10 @@ class Task(ABC):
         self.mean = tuple(float(v) for v in cfg.data.mean)
         self.std = tuple(float(v) for v in cfg.data.std)
         self._mean, self._std = (torch.from_numpy(a) for a in mean_std_arrays(self.mean, self.std))
+        # Channel order the model reads (batches always carry RGB); PaddleOCR's models read BGR.
+        self.color = str(cfg.data.get("color", "RGB"))
+        if self.color not in ("RGB", "BGR"):
+            raise ConfigError(f"data.color must be RGB or BGR, got {self.color!r}")
         self.channels_last = False  # set with train.channels_last: inputs in the model's NHWC layout
 
     def injected_dataset_args(self) -> dict[str, Any]:
@@ -133,6 +137,8 @@ class Task(ABC):
         if images.dtype != torch.uint8:
             raise TypeError(f"batches carry uint8 images, got {images.dtype}")
         mean, std = self._mean.to(images.device), self._std.to(images.device)
+        if self.color == "BGR":
+            images = images.flip(1)
         normalised = (images.float() / 255.0 - mean) / std
         return normalised.contiguous(memory_format=torch.channels_last) if self.channels_last else normalised
 

@@ -36,7 +36,7 @@ def resize_for_inference(image: np.ndarray, limit_side_len: int, limit_type: str
 def prepare(image: np.ndarray, meta: dict) -> np.ndarray:
     """RGB uint8 image -> float32 3xHxW at its inference size."""
     resized = resize_for_inference(image, meta["limit_side_len"], meta["limit_type"])
-    return normalise(resized, meta["mean"], meta["std"])
+    return normalise(resized, meta["mean"], meta["std"], meta.get("color", "RGB"))
 
 
 def polygons_from_prob(prob: np.ndarray, original_size: tuple[int, int], meta: dict,

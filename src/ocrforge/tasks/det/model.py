@@ -13,7 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...models.backbones import create_timm_backbone
+from ...models import pplcnet as _pplcnet  # noqa: F401  (registers PP-LCNet backbones)
+from ...models import pplcnetv4 as _pplcnetv4  # noqa: F401  (registers PP-LCNetV4 backbones)
 from ...registry import BACKBONES, HEADS, MODELS, NECKS
+from . import ppocr_fpn as _ppocr_fpn  # noqa: F401  (registers PP-OCR's neck and head)
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:

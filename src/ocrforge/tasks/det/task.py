@@ -65,6 +65,7 @@ class PostprocessSchema:
 @dataclass
 class DetDataSchema:
     image_size: list[int] = field(default_factory=lambda: [640, 640])  # training crop [H, W]
+    color: str = "RGB"  # channel order the model reads: RGB, or BGR (models imported from PaddleOCR)
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     augment: DetAugmentConfig = field(default_factory=DetAugmentConfig)
@@ -223,7 +224,8 @@ class DetectionTask(Task):
     def inference_meta(self) -> dict[str, Any]:
         d = self.cfg.data
         return {"limit_side_len": int(self.eval_resize["limit_side_len"]), "limit_type": self.eval_resize["limit_type"],
-                "mean": list(d.mean), "std": list(d.std), "postprocess": dict(self.postprocess_cfg)}
+                "mean": list(d.mean), "std": list(d.std), "color": self.color,
+                "postprocess": dict(self.postprocess_cfg)}
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         return prepare(image, self.inference_meta())
@@ -238,7 +240,7 @@ class DetectionTask(Task):
         return {"image": {0: "batch", 2: "height", 3: "width"}, "prob": {0: "batch", 2: "height", 3: "width"}}
 
     def onnx_metadata(self) -> dict[str, Any]:
-        return {"task": "det", **self.inference_meta(), "stride": 32, "color": "RGB", "layout": "NCHW",
+        return {"task": "det", **self.inference_meta(), "stride": 32, "layout": "NCHW",
                 "outputs_meaning": {"prob": "text probability per input pixel, [N, 1, H, W]"}}
 
 

@@ -37,7 +37,7 @@ def prepare(image: np.ndarray, meta: dict) -> np.ndarray:
     """RGB uint8 crop -> float32 3xHxW at the exported input size."""
     height, width = meta["input_size"]
     padded, _ = resize_pad(image, height, width)
-    return normalise(padded, meta["mean"], meta["std"])
+    return normalise(padded, meta["mean"], meta["std"], meta.get("color", "RGB"))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

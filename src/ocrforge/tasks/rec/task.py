@@ -45,6 +45,7 @@ class CharsetSchema:
 @dataclass
 class RecDataSchema:
     image_size: list[int] = field(default_factory=lambda: [32, 128])  # [H, max W]
+    color: str = "RGB"  # channel order the model reads: RGB, or BGR (models imported from PaddleOCR)
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     max_text_length: int = 25
@@ -248,7 +249,7 @@ class RecognitionTask(Task):
     # --- inference and export -------------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         padded, _ = resize_pad(image, self.height, self.max_width)
-        return normalise(padded, self.mean, self.std)
+        return normalise(padded, self.mean, self.std, self.color)
 
     def _decoder(self) -> str:
         """``attention`` when the main head is an attention decoder, else ``ctc`` (an attention ``aux_head`` is
@@ -274,7 +275,7 @@ class RecognitionTask(Task):
         d = self.cfg.data
         return {"task": "rec", "decoder": self._decoder(), "input_size": [self.height, self.max_width],
                 "mean": list(d.mean), "std": list(d.std), "tokens": self.charset.tokens,
-                "lowercase": self.charset.lowercase, "padding": "right, crop border colour", "color": "RGB",
+                "lowercase": self.charset.lowercase, "padding": "right, crop border colour", "color": self.color,
                 "layout": "NCHW"}
 
 

