@@ -44,6 +44,8 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, *, use_ema
     input_names = list(onnx_cfg.input_names or ["image"])
     output_names = list(onnx_cfg.output_names or task.onnx_output_names())
     axes = dict(onnx_cfg.dynamic_axes) if onnx_cfg.dynamic_axes else task.onnx_dynamic_axes()
+    if "image" in axes and input_names[0] != "image":  # the tasks name their input "image"; a config may rename it
+        axes[input_names[0]] = axes.pop("image")
     shape = list(onnx_cfg.input_shape or [2, 3, *module.cfg.data.image_size])
     example = _example_batch(module, shape)
     # The fused inference kernels of nn.TransformerEncoderLayer / MultiheadAttention have no ONNX form.
@@ -60,12 +62,16 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, *, use_ema
     meta = {**task.onnx_metadata(), "outputs": output_names, "checkpoint": Path(ckpt_path).name}
     entry = model.metadata_props.add()
     entry.key, entry.value = "ocrforge", json.dumps(meta, ensure_ascii=False)
+    for key, value in task.onnx_extra_metadata().items():
+        extra = model.metadata_props.add()
+        extra.key, extra.value = key, value
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
 
     # Parity on the export batch and on the dynamic axes.
     session = OnnxModel(out, providers=["CPUExecutionProvider"])
     report: dict[str, Any] = {"onnx": str(out), "opset": onnx_cfg.opset, "tolerance": onnx_cfg.tolerance,
+                              "input": input_names[0], "extra_metadata": sorted(task.onnx_extra_metadata()),
                               "max_abs_diff": {}}
     # A batch of another size, and for every dynamic spatial axis (e.g. a recogniser's width) one 32 px narrower.
     checks = [np.concatenate([example, example[:1]], axis=0)]

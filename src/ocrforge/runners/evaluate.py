@@ -26,9 +26,12 @@ def module_from_checkpoint(ckpt_path: str | Path, cfg: DictConfig | None = None,
     """A TaskModule with the checkpoint's weights; its config is the checkpoint's unless ``cfg`` is given.
 
     Values the training run derived (class names …) are taken from the checkpoint when ``cfg`` leaves them empty,
-    so evaluation on a subset never re-numbers the classes.
+    so evaluation on a subset never re-numbers the classes. A PP-OCR model name (``ppocrv5-mobile-rec`` …) stands
+    for its imported checkpoint.
     """
-    checkpoint = read_checkpoint(ckpt_path)
+    from ..pretrained.ppocr import resolve_checkpoint
+
+    checkpoint = read_checkpoint(resolve_checkpoint(ckpt_path))
     stored = (checkpoint.get("hyper_parameters") or {}).get("config")
     if cfg is None:
         if stored is None:

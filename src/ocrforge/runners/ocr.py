@@ -38,6 +38,10 @@ class _Model:
 
 
 def _load(model: str | Path, task: str, device: str) -> _Model:
+    if not str(model).endswith(".onnx"):
+        from ..pretrained.ppocr import resolve_checkpoint  # imports no torch: names -> cached checkpoints
+
+        model = resolve_checkpoint(model, task)
     run, meta = load_backend(model, device)
     if meta.get("task") != task:
         raise ConfigError(f"{model} is a '{meta.get('task')}' model; expected a '{task}' model here")

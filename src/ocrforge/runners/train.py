@@ -156,7 +156,9 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
 
     source = load_from or cfg.get("load_from")
     if source and resume_path is None:
-        checkpoint = read_checkpoint(source)
+        from ..pretrained.ppocr import resolve_checkpoint
+
+        checkpoint = read_checkpoint(resolve_checkpoint(source))
         stored = (checkpoint.get("hyper_parameters") or {}).get("config")
         state, remap = module.task.remap_state(model_state(checkpoint), stored, module.model)
         report = load_weights_report(module.model, state)

@@ -181,3 +181,7 @@ class Task(ABC):
     @abstractmethod
     def onnx_metadata(self) -> dict[str, Any]:
         """Everything a consumer needs besides the graph: preprocessing, class names, output meaning."""
+
+    def onnx_extra_metadata(self) -> dict[str, str]:
+        """Metadata keys besides ``ocrforge`` that other runtimes read (e.g. RapidOCR's ``character``)."""
+        return {}

@@ -17,13 +17,14 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import wordfreq
-from faker import Faker
 
 from ..charset import Charset
+
+if TYPE_CHECKING:
+    from faker import Faker
 
 T = TypeVar("T")
 DEFAULT_KINDS: dict[str, float] = {
@@ -58,6 +59,9 @@ _FAKER_CODES = ("phone_number", "postcode", "license_plate", "email", "free_emai
 def _word_table(lang: str) -> tuple[tuple[str, ...], list[float]]:
     """The language's most frequent alphabetic words (apostrophes/hyphens inside allowed) and their cumulative
     weights; wordfreq's lists are grouped in buckets of equal frequency 10^(-i/100)."""
+    # Imported on first use: training from label files or LMDB needs neither wordfreq (a 57 MB wheel) nor Faker.
+    import wordfreq
+
     limit = _TOP_WORDS.get(lang, _TOP_WORDS_OTHER)
     words, weights = [], []
     for i, bucket in enumerate(wordfreq.get_frequency_list(lang, wordlist="best")):
@@ -73,6 +77,8 @@ def _word_table(lang: str) -> tuple[tuple[str, ...], list[float]]:
 
 @lru_cache(maxsize=16)
 def _faker(locale: str) -> Faker:
+    from faker import Faker
+
     # Unweighted choice: 3-5x faster (en_US names cost ~150 us weighted), and rare names are as useful to OCR.
     return Faker(locale, use_weighting=False)
 

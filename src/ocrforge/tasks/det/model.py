@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...models.backbones import create_timm_backbone
 from ...models import pplcnet as _pplcnet  # noqa: F401  (registers PP-LCNet backbones)
 from ...models import pplcnetv4 as _pplcnetv4  # noqa: F401  (registers PP-LCNetV4 backbones)
+from ...models.backbones import create_timm_backbone
 from ...registry import BACKBONES, HEADS, MODELS, NECKS
 from . import ppocr_fpn as _ppocr_fpn  # noqa: F401  (registers PP-OCR's neck and head)
 

@@ -54,7 +54,8 @@ def ctc_greedy(probs: np.ndarray, tokens: Sequence[str]) -> list[dict]:
     """Best path: argmax per frame, merge repeats, drop blanks.
 
     Per-character confidence is the highest probability among the frames of that character; the word confidence
-    is their product (1.0 for an empty prediction is not claimed: it gets the mean blank probability instead).
+    is their mean, as PaddleOCR computes it (its ``drop_score`` of 0.5 assumes that; a product would fall below
+    it on any long line). An empty prediction gets the mean blank probability instead of claiming 1.0.
     """
     results = []
     best = probs.argmax(axis=-1)
@@ -67,7 +68,7 @@ def ctc_greedy(probs: np.ndarray, tokens: Sequence[str]) -> list[dict]:
             elif index != BLANK and index == previous:
                 scores[-1] = max(scores[-1], float(frames[t, index]))
             previous = index
-        word = float(np.prod(scores)) if scores else float(frames[:, BLANK].mean())
+        word = float(np.mean(scores)) if scores else float(frames[:, BLANK].mean())
         results.append({"text": _text(chars, tokens), "score": word, "char_scores": scores})
     return results
 

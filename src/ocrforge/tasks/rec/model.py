@@ -7,11 +7,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ...models import pplcnet as _pplcnet  # noqa: F401  (registers PP-LCNet backbones)
+from ...models import pplcnetv4 as _pplcnetv4  # noqa: F401  (registers PP-LCNetV4 backbones)
 from ...registry import BACKBONES, HEADS, MODELS, NECKS
 from . import backbones as _backbones  # noqa: F401  (registers the backbones)
 from . import heads as _heads  # noqa: F401  (registers the heads)
-from ...models import pplcnet as _pplcnet  # noqa: F401  (registers PP-LCNet backbones)
-from ...models import pplcnetv4 as _pplcnetv4  # noqa: F401  (registers PP-LCNetV4 backbones)
 from . import necks as _necks  # noqa: F401  (registers the necks)
 from . import ppocr_necks as _ppocr_necks  # noqa: F401  (registers PP-OCR's necks)
 

@@ -279,6 +279,18 @@ class RecognitionTask(Task):
                 "layout": "NCHW"}
 
 
+    def onnx_extra_metadata(self) -> dict[str, str]:
+        """RapidOCR's ``character``: it splits the value into lines and adds blank in front and space at the end,
+        so only a charset laid out that way (space last and nowhere else, no ``<unk>``, no line-break-like
+        characters) can be described to it."""
+        chars = self.charset.chars
+        body = chars[:-1]
+        if (not chars or chars[-1] != " " or " " in body or self.charset.unknown_id is not None
+                or "\n".join(body).splitlines() != body):
+            return {}
+        return {"character": "\n".join(body)}
+
+
 class _RecInference(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
