@@ -90,7 +90,8 @@ def rec_finetune(args: argparse.Namespace) -> dict:
                          *args.overrides])
     run_dir = newest("*/*/checkpoints/last.ckpt", work).parent.parent
     last = str(run_dir / "checkpoints" / "last.ckpt")
-    result = test_metrics(args.config, last, work / "test", [f"data.val={rec_loader(args.crops)}"])
+    # The same overrides (a dictionary, a model size) describe the model under test too.
+    result = test_metrics(args.config, last, work / "test", [f"data.val={rec_loader(args.crops)}", *args.overrides])
     return {"config": args.config, "overrides": args.overrides, "train_seconds": train_seconds,
             "train_metrics": json.loads((run_dir / "metrics.json").read_text()), "checkpoint": last,
             "test_on_eval_crops": result}

@@ -72,6 +72,9 @@ class TrainSchema:
     channels_last: bool = False
     # torch.compile the model's forward for training (checkpoint keys unchanged); the first steps compile.
     compile: bool = False
+    # Keep BatchNorm layers in eval mode while training (frozen running statistics, MMDetection's norm_eval): for
+    # fine-tuning imported deploy-form models at small batches, whose batch statistics are far from the stored ones.
+    norm_eval: bool = False
     # Lightning's profiler: simple (time per hook, data waiting included, printed at the end) | advanced | pytorch.
     profiler: Literal["simple", "advanced", "pytorch"] | None = None
 

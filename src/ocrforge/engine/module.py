@@ -53,6 +53,16 @@ class TaskModule(L.LightningModule):
         if self.cfg.train.compile:
             self.model.compile()
 
+    def train(self, mode: bool = True) -> TaskModule:
+        """``nn.Module.train``; with ``train.norm_eval`` the BatchNorm layers stay in eval mode (Lightning switches
+        the module back to training after every validation, so the choice is re-applied here)."""
+        super().train(mode)
+        if mode and self.cfg.train.get("norm_eval", False):
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
     # --- steps ----------------------------------------------------------------------------------------------
     def _count_skips(self, batch: dict, split: str) -> int:
         if not (self._trainer is not None and self.trainer.sanity_checking):
