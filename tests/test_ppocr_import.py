@@ -81,8 +81,9 @@ def test_import_matches_onnxruntime_module_by_module(name: str, home: Path) -> N
             out = model(torch.from_numpy(x), with_threshold=True)
         assert np.abs(neck.numpy() - fused).max() < 1e-3 * max(1.0, np.abs(fused).max())
         assert np.abs(out["prob"].numpy() - prob).max() < 1e-4
-        # The threshold branch is not shipped: it starts as a copy of the probability branch.
-        assert torch.equal(out["thresh"], out["prob"])
+        # The threshold branch is not shipped: it starts at DB's thresh_min, so the binary map is binarised P.
+        assert torch.allclose(out["thresh"], torch.full_like(out["thresh"], 0.3))
+        assert torch.allclose(out["binary"], torch.sigmoid(50 * (out["prob"] - 0.3)), atol=1e-5)
 
 
 def _matmul_input(path: Path) -> str:
@@ -213,3 +214,23 @@ def test_ocr_by_model_name_reads_a_photo_without_training(home: Path, tmp_path: 
     assert list((tmp_path / "vis").glob("*.jpg"))
     with pytest.raises(ConfigError, match="is a det model"):
         ocr([real], det="ppocrv5-mobile", rec="ppocrv5-mobile-det")
+
+
+def test_det_finetune_config_trains_from_the_imported_detector(home: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from ocrforge.config import load_config
+    from ocrforge.runners.train import train
+
+    if not ICDAR.is_dir():
+        pytest.skip("needs ../shared/data/icdar2015_train")
+    monkeypatch.chdir(REPO)
+    split = tmp_path / "split.txt"
+    split.write_text("img_1.jpg\nimg_10.jpg\n")
+    cfg = load_config("configs/det/ppocrv5_mobile_det_finetune.yaml", [
+        f"work_dir={tmp_path / 'work'}", "train.max_steps=2", "train.progress_bar=false", "data.image_size=[320,320]",
+        f"data.train.files={split}", f"data.val.files={split}", "data.train.batch_size=2", "data.train.num_workers=0",
+        "data.val.num_workers=0", "data.eval_resize.limit_side_len=320", "train.check_val_every_n_epoch=1"])
+    result = train(cfg)
+    report = json.loads((result.run_dir / "load_from_report.json").read_text())
+    assert report["source"] == "ppocrv5-mobile-det" and not report["missing"] and not report["shape_mismatched"]
+    assert result.metrics["final"]["val/hmean"] > 0  # the imported detector finds words from its first step

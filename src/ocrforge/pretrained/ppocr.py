@@ -149,6 +149,20 @@ def _parity_inputs(task: str) -> list[np.ndarray]:
     return [rng.uniform(-1.0, 1.0, shape).astype(np.float32) for shape in shapes]
 
 
+def init_threshold_branch(head: Any, value: float = 0.3) -> None:
+    """The shipped files hold only the probability branch. The threshold branch starts as a copy of it whose last
+    layer outputs ``value`` (DB's thresh_min) everywhere, so the approximate binary map sigmoid(k (P - T)) starts as
+    the binarised probability map; a plain copy (T = P) gives a meaningless 0.5 map whose dice loss sends k-fold
+    amplified gradients into the probability branch."""
+    import torch
+
+    head.thresh.load_state_dict(head.binarize.state_dict())
+    last = head.thresh.conv3
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(float(torch.logit(torch.tensor(value))))
+
+
 def check_parity(wrapper: Any, onnx_path: Path, task: str) -> dict[str, float]:
     """max |Δ| of the wrapper's first output against ONNX Runtime's on each parity input, keyed by shape."""
     import onnxruntime as ort
@@ -189,25 +203,28 @@ def convert(name: str, out_dir: str | Path, *, onnx: str | Path | None = None,
     if not onnx_path.is_file():
         raise ConfigError(f"ONNX file not found: {onnx_path}")
     out = Path(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))  # same file system: atomic rename
     try:
-        dict_path = None
+        final_dict = None
         if entry.task == "rec":
             from ..data.charset import write_dict_file
 
-            dict_path = out.resolve() / "dict.txt"
+            final_dict = out.resolve() / "dict.txt"
             write_dict_file(read_dictionary(entry, onnx_path, dictionary), staging / "dict.txt")
-        raw_config = build_config(entry, dict_path)
-        (staging / "config.yaml").write_text(to_yaml(raw_config))
-        cfg = load_config(base=json.loads(json.dumps(raw_config).replace(
-            str(dict_path), str(staging / "dict.txt"))) if dict_path else raw_config)
+        # Built while the dictionary sits in the staging folder; stored and written naming its final place.
+        cfg = load_config(base=build_config(entry, staging / "dict.txt"))
         module = TaskModule(OmegaConf.to_container(cfg))
+        stored = OmegaConf.to_container(cfg)
+        if final_dict is not None:
+            stored["data"]["charset"]["dict"] = str(final_dict)
+        (staging / "config.yaml").write_text(to_yaml(build_config(entry, final_dict)))
         wrapper = module.task.export_module(module.model)
         example = torch.zeros(1, 3, 48, 320) if entry.task == "rec" else torch.zeros(1, 3, 64, 64)
         counts = fill_from_records(wrapper, read_records(onnx_path), example, source=str(onnx_path))
         wrapper.eval()
-        if entry.task == "det":  # the threshold branch is not in the file: start it from the probability branch
-            module.model.head.thresh.load_state_dict(module.model.head.binarize.state_dict())
+        if entry.task == "det":
+            init_threshold_branch(module.model.head)
         parity = check_parity(wrapper, onnx_path, entry.task)
         worst = max(parity.values())
         if worst > PARITY_TOLERANCE:
@@ -217,10 +234,6 @@ def convert(name: str, out_dir: str | Path, *, onnx: str | Path | None = None,
                   "onnx": str(onnx_path), "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
                   "weights_licence": "Apache-2.0 (PaddleOCR; see the LICENSE files here)",
                   "records": counts, "parity_max_abs_diff": parity, "tolerance": PARITY_TOLERANCE}
-        stored = OmegaConf.to_container(load_config(base=raw_config)) if dict_path is None else {
-            **OmegaConf.to_container(cfg), "data": {**OmegaConf.to_container(cfg.data),
-                                                    "charset": {**OmegaConf.to_container(cfg.data.charset),
-                                                                "dict": str(dict_path)}}}
         checkpoint = {"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()},
                       "hyper_parameters": {"config": stored, "lr_scale": 1.0}, "ocrforge_import": source}
         torch.save(checkpoint, staging / "model.ckpt")
@@ -229,7 +242,6 @@ def convert(name: str, out_dir: str | Path, *, onnx: str | Path | None = None,
             shutil.copyfile(licence, staging / licence.name)
         if out.exists():
             shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
