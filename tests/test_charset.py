@@ -108,8 +108,9 @@ def test_build_charset_orders_by_frequency_then_code_point(tmp_path: Path) -> No
     assert stats == Counter(labels=2, malformed_line=1, empty_label=1)
     with_space, _ = build_charset([labels], include_space=True)
     assert with_space == ["b", " ", "a", "紅"]  # ties broken by code point: ' ' < 'a'
-    with pytest.raises(DataError, match="cannot write"):
-        write_dict_file(["ab"], tmp_path / "x.txt")
+    for bad in (["a\nb"], [""], ["x\r"]):  # each would read back as other entries
+        with pytest.raises(DataError, match="cannot write"):
+            write_dict_file(bad, tmp_path / "x.txt")
 
 
 def test_dict_build_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -207,10 +207,10 @@ def test_ocr_by_model_name_reads_a_photo_without_training(home: Path, tmp_path: 
     real = ICDAR / "ch4_training_images" / "img_1.jpg"
     if not real.is_file():
         pytest.skip("needs ../shared/data/icdar2015_train")
-    result = ocr([real], det="ppocrv5-mobile", rec="ppocrv5-mobile", out=tmp_path / "r.jsonl",
+    result = ocr([real], det="ppocrv5-mobile", rec="ppocrv6-small", out=tmp_path / "r.jsonl",
                  show_dir=tmp_path / "vis")
     words = [w["text"] for w in result["results"][0]["words"]]
-    assert "Carpark" in words and len(words) >= 4
+    assert {"Carpark", "Genexis Theatre"} <= set(words) and len(words) >= 5
     assert list((tmp_path / "vis").glob("*.jpg"))
     with pytest.raises(ConfigError, match="is a det model"):
         ocr([real], det="ppocrv5-mobile", rec="ppocrv5-mobile-det")
