@@ -253,3 +253,21 @@ def test_auto_precision_is_bf16_only_on_a_gpu_that_has_it(tmp_path: Path, monkey
         assert resolve_precision(cfg) == expected, (cuda, bf16, accelerator)
     cfg.train.precision = "16-mixed"
     assert resolve_precision(cfg) == "16-mixed"
+
+
+@pytest.mark.parametrize("norm_eval", [True, False])
+def test_norm_eval_keeps_batchnorm_statistics_through_training_and_validation(tmp_path: Path,
+                                                                              norm_eval: bool) -> None:
+    from ocrforge.engine.checkpoint import read_checkpoint
+
+    cfg = load_config(tiny_cls_config(tmp_path), [f"train.norm_eval={str(norm_eval).lower()}", "train.max_epochs=2",
+                                                  "ema.enabled=false"])
+    result = train(cfg)
+    fresh = module_from_checkpoint(result.last_checkpoint)[0].task.build_model().state_dict()
+    trained = {k.removeprefix("model."): v for k, v in read_checkpoint(result.last_checkpoint)["state_dict"].items()}
+    stats = [k for k in fresh if k.endswith("running_var")]
+    assert stats
+    unchanged = all(torch.equal(trained[k], fresh[k]) for k in stats)
+    assert unchanged == norm_eval  # two epochs with a validation between them: frozen only with norm_eval
+    weights = [k for k in fresh if k.endswith("weight") and fresh[k].ndim == 4]
+    assert any(not torch.equal(trained[k], fresh[k]) for k in weights)  # the weights trained either way

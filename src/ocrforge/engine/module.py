@@ -53,15 +53,14 @@ class TaskModule(L.LightningModule):
         if self.cfg.train.compile:
             self.model.compile()
 
-    def train(self, mode: bool = True) -> TaskModule:
-        """``nn.Module.train``; with ``train.norm_eval`` the BatchNorm layers stay in eval mode (Lightning switches
-        the module back to training after every validation, so the choice is re-applied here)."""
-        super().train(mode)
-        if mode and self.cfg.train.get("norm_eval", False):
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """``train.norm_eval``: BatchNorm layers run in eval mode for every training batch. Checked per batch, not in
+        ``train()``: Lightning never calls ``train()`` when fitting starts and, after validation, restores each
+        submodule's flag directly."""
+        if self.cfg.train.get("norm_eval", False):
             for module in self.model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.training:
                     module.eval()
-        return self
 
     # --- steps ----------------------------------------------------------------------------------------------
     def _count_skips(self, batch: dict, split: str) -> int:
