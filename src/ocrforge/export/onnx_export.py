@@ -62,7 +62,8 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, *, use_ema
     meta = {**task.onnx_metadata(), "outputs": output_names, "checkpoint": Path(ckpt_path).name}
     entry = model.metadata_props.add()
     entry.key, entry.value = "ocrforge", json.dumps(meta, ensure_ascii=False)
-    for key, value in task.onnx_extra_metadata().items():
+    extra_metadata = task.onnx_extra_metadata()
+    for key, value in extra_metadata.items():
         extra = model.metadata_props.add()
         extra.key, extra.value = key, value
     onnx.checker.check_model(model)
@@ -71,7 +72,7 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, *, use_ema
     # Parity on the export batch and on the dynamic axes.
     session = OnnxModel(out, providers=["CPUExecutionProvider"])
     report: dict[str, Any] = {"onnx": str(out), "opset": onnx_cfg.opset, "tolerance": onnx_cfg.tolerance,
-                              "input": input_names[0], "extra_metadata": sorted(task.onnx_extra_metadata()),
+                              "input": input_names[0], "extra_metadata": sorted(extra_metadata),
                               "max_abs_diff": {}}
     # A batch of another size, and for every dynamic spatial axis (e.g. a recogniser's width) one 32 px narrower.
     checks = [np.concatenate([example, example[:1]], axis=0)]

@@ -46,9 +46,12 @@ class _Graph:
         self.nodes = list(model.graph.node)
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         self.consumers: dict[str, list] = defaultdict(list)
+        self.producer: dict[str, object] = {}
         for node in self.nodes:
             for name in node.input:
                 self.consumers[name].append(node)
+            for name in node.output:
+                self.producer[name] = node
             self._fold(node, numpy_helper)
 
     def _fold(self, node, numpy_helper) -> None:
@@ -169,11 +172,10 @@ def _group(node) -> int:
 
 def _layer_norm(graph: _Graph, div) -> Record | None:
     """LayerNorm spelled out: (x - mean) / sqrt(var + eps) * gamma + beta (opsets before 17)."""
-    producers = {o: n for n in graph.nodes for o in n.output if o in div.input}
-    sub, sqrt = producers.get(div.input[0]), producers.get(div.input[1])
+    sub, sqrt = graph.producer.get(div.input[0]), graph.producer.get(div.input[1])
     if sub is None or sqrt is None or sub.op_type != "Sub" or sqrt.op_type != "Sqrt":
         return None
-    eps_add = next((n for n in graph.nodes if sqrt.input[0] in n.output), None)
+    eps_add = graph.producer.get(sqrt.input[0])
     eps = graph.other_const(eps_add, eps_add.input[0]) if eps_add is not None and eps_add.op_type == "Add" else None
     mul = graph.single_consumer(div.output[0], "Mul")
     gamma = graph.other_const(mul, div.output[0]) if mul is not None else None

@@ -38,14 +38,14 @@ _V5_REC_MODEL = {"type": "Recognizer", "backbone": {"type": "pplcnetv3_rec", "sc
                           "mlp_ratio": 2.0, "kernel_size": [1, 3]},
                  "head": {"type": "ctc"}}
 _V5_DET_MODEL = {"type": "DBNet", "backbone": {"type": "pplcnetv3_det", "scale": 0.75},
-                 "neck": {"type": "rse_fpn", "out_channels": 96}, "head": {"type": "ppocr_db_head"}}
+                 "neck": {"type": "rse_fpn", "out_channels": 96}, "head": {"type": "db_head", "deconv_bias": True}}
 _V6_REC_MODEL = {"type": "Recognizer", "backbone": {"type": "pplcnetv4_rec"},
                  "neck": {"type": "ppocr_light_svtr", "dims": 120, "depth": 2, "heads": 8, "mlp_ratio": 2.0,
                           "local_kernel": 7},
                  "head": {"type": "ctc"}}
 _V6_DET_MODEL = {"type": "DBNet", "backbone": {"type": "pplcnetv4_det"},
                  "neck": {"type": "replk_fpn", "out_channels": 96, "kernel": 7},
-                 "head": {"type": "ppocr_db_head", "norm": False}}
+                 "head": {"type": "db_head", "norm": False}}
 _V4_HINT = ("rapidocr-onnxruntime 1.4.4 ships the PP-OCRv4 files but pulls in opencv-python, which breaks the "
             "headless OpenCV beside it, so it is not in the ppocr extra. Take the file out of its wheel once: "
             "pip download --no-deps rapidocr-onnxruntime==1.4.4 -d /tmp/ppocrv4 && "
@@ -156,8 +156,8 @@ def init_threshold_branch(head: Any, value: float = 0.3) -> None:
     amplified gradients into the probability branch."""
     import torch
 
-    head.thresh.load_state_dict(head.binarize.state_dict())
-    last = head.thresh.conv3
+    head.threshold.load_state_dict(head.probability.state_dict())
+    last = head.threshold[-1]
     with torch.no_grad():
         last.weight.zero_()
         last.bias.fill_(float(torch.logit(torch.tensor(value))))

@@ -16,7 +16,7 @@ from ...models import pplcnet as _pplcnet  # noqa: F401  (registers PP-LCNet bac
 from ...models import pplcnetv4 as _pplcnetv4  # noqa: F401  (registers PP-LCNetV4 backbones)
 from ...models.backbones import create_timm_backbone
 from ...registry import BACKBONES, HEADS, MODELS, NECKS
-from . import ppocr_fpn as _ppocr_fpn  # noqa: F401  (registers PP-OCR's neck and head)
+from . import ppocr_fpn as _ppocr_fpn  # noqa: F401  (registers PP-OCR's necks)
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
@@ -92,24 +92,34 @@ class DBFPN(nn.Module):
         return self.asf(scales) if self.asf is not None else torch.cat(scales, dim=1)
 
 
-def _upsampling_branch(channels: int) -> nn.Sequential:
-    """conv 3x3 -> two stride-2 transposed convs: stride-4 features to a full-resolution one-channel map."""
-    return nn.Sequential(_conv_bn_relu(channels, channels // 4),
-                         nn.ConvTranspose2d(channels // 4, channels // 4, 2, stride=2, bias=False),
-                         nn.BatchNorm2d(channels // 4), nn.ReLU(inplace=True),
-                         nn.ConvTranspose2d(channels // 4, 1, 2, stride=2))
+def _upsampling_branch(channels: int, norm: bool = True, deconv_bias: bool = False) -> nn.Sequential:
+    """conv 3x3 -> two stride-2 transposed convs: stride-4 features to a full-resolution one-channel map.
+
+    PaddleOCR's DB head gives the first transposed conv a bias before its BN (``deconv_bias``); its fused form
+    (PP-OCRv6) has no BN at all (``norm: false``: biases instead, Identity where the BNs were, same keys)."""
+    mid = channels // 4
+
+    def norm_layer() -> nn.Module:
+        return nn.BatchNorm2d(mid) if norm else nn.Identity()
+
+    return nn.Sequential(nn.Sequential(nn.Conv2d(channels, mid, 3, padding=1, bias=not norm), norm_layer(),
+                                       nn.ReLU(inplace=True)),
+                         nn.ConvTranspose2d(mid, mid, 2, stride=2, bias=deconv_bias or not norm),
+                         norm_layer(), nn.ReLU(inplace=True),
+                         nn.ConvTranspose2d(mid, 1, 2, stride=2))
 
 
 @HEADS.register("db_head")
 class DBHead(nn.Module):
-    """Probability and threshold maps; ``binary = sigmoid(k (P - T))`` (differentiable binarisation) in training."""
+    """Probability and threshold maps; ``binary = sigmoid(k (P - T))`` (differentiable binarisation) in training.
+    ``norm`` / ``deconv_bias`` select PaddleOCR's variants (see ``_upsampling_branch``)."""
 
     config_injected = ("in_channels",)
 
-    def __init__(self, in_channels: int, k: float = 50.0) -> None:
+    def __init__(self, in_channels: int, k: float = 50.0, norm: bool = True, deconv_bias: bool = False) -> None:
         super().__init__()
-        self.probability = _upsampling_branch(in_channels)
-        self.threshold = _upsampling_branch(in_channels)
+        self.probability = _upsampling_branch(in_channels, norm, deconv_bias)
+        self.threshold = _upsampling_branch(in_channels, norm, deconv_bias)
         self.k = k
 
     def forward(self, features: torch.Tensor, with_threshold: bool = True) -> dict[str, torch.Tensor]:

@@ -278,7 +278,6 @@ class RecognitionTask(Task):
                 "lowercase": self.charset.lowercase, "padding": "right, crop border colour", "color": self.color,
                 "layout": "NCHW"}
 
-
     def onnx_extra_metadata(self) -> dict[str, str]:
         """RapidOCR's ``character``: it splits the value into lines and adds blank in front and space at the end,
         so only a charset laid out that way (space last and nowhere else, no ``<unk>``, no line-break-like
