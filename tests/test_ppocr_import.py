@@ -234,3 +234,14 @@ def test_det_finetune_config_trains_from_the_imported_detector(home: Path, tmp_p
     report = json.loads((result.run_dir / "load_from_report.json").read_text())
     assert report["source"] == "ppocrv5-mobile-det" and not report["missing"] and not report["shape_mismatched"]
     assert result.metrics["final"]["val/hmean"] > 0  # the imported detector finds words from its first step
+
+
+def test_a_cached_conversion_of_an_older_format_is_converted_again(home: Path) -> None:
+    ckpt = imported("ppocrv5-mobile-det")
+    parity = ckpt.parent / "parity.json"
+    source = json.loads(parity.read_text())
+    parity.write_text(json.dumps({**source, "format": ppocr.CACHE_FORMAT - 1}))
+    torch.save({"state_dict": {"model.head.binarize.conv1.weight": torch.zeros(1)}}, ckpt)  # an older layout
+    assert ppocr.resolve_checkpoint("ppocrv5-mobile-det") == ckpt
+    assert json.loads(parity.read_text())["format"] == ppocr.CACHE_FORMAT
+    assert any(k.startswith("model.head.probability.") for k in torch.load(ckpt, weights_only=False)["state_dict"])

@@ -26,6 +26,9 @@ import numpy as np
 from ..errors import CheckpointError, ConfigError, ParityError
 
 PARITY_TOLERANCE = 1e-4  # max |difference| of probabilities against ONNX Runtime
+# Raised whenever the modules' parameter names or the stored config change: a cached conversion of another format is
+# converted again rather than failing to load (format 2: PaddleOCR's DB head became db_head's keys).
+CACHE_FORMAT = 2
 _V5_DICT = "models/ppocrv5/ppocrv5_dict.txt"
 _PPOCR_REC_DATA = {"image_size": [48, 320], "color": "BGR", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                    "max_text_length": 25}
@@ -230,7 +233,8 @@ def convert(name: str, out_dir: str | Path, *, onnx: str | Path | None = None,
         if worst > PARITY_TOLERANCE:
             raise ParityError(f"{onnx_path} imported as {name} differs from ONNX Runtime by {worst:.3g} > "
                               f"{PARITY_TOLERANCE} ({parity}); no checkpoint written")
-        source = {"model": name, "package": entry.package, "package_version": _version(entry.package),
+        source = {"format": CACHE_FORMAT, "model": name, "package": entry.package,
+                  "package_version": _version(entry.package),
                   "onnx": str(onnx_path), "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
                   "weights_licence": "Apache-2.0 (PaddleOCR; see the LICENSE files here)",
                   "records": counts, "parity_max_abs_diff": parity, "tolerance": PARITY_TOLERANCE}
@@ -269,6 +273,13 @@ def resolve_checkpoint(source: str | Path, task: str | None = None) -> Path:
     if entry is None:
         return path
     ckpt = cache_dir() / entry.name / "model.ckpt"
-    if not ckpt.is_file():
+    if not ckpt.is_file() or _cached_format(ckpt.parent) != CACHE_FORMAT:
         convert(entry.name, ckpt.parent)
     return ckpt
+
+
+def _cached_format(folder: Path) -> int | None:
+    try:
+        return json.loads((folder / "parity.json").read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
