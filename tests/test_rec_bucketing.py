@@ -20,7 +20,7 @@ from ocrforge.data.collate import SKIP_KEY
 from ocrforge.data.synth_text import SynthWordsDataset
 from ocrforge.engine.data import build_dataloader
 from ocrforge.engine.module import build_task
-from ocrforge.engine.samplers import LengthBucketBatchSampler
+from ocrforge.engine.samplers import EpochIndexSampler, LengthBucketBatchSampler
 from ocrforge.errors import ConfigError
 from ocrforge.tasks.rec.inference import resize_pad
 
@@ -33,7 +33,9 @@ def _epoch(sampler: LengthBucketBatchSampler) -> list[list[int]]:
 
 def test_every_sample_once_per_epoch_with_less_spread_than_random_batches():
     sampler = LengthBucketBatchSampler(LENGTHS, 8, pool_batches=5, seed=1)
-    first, second = _epoch(sampler), _epoch(sampler)
+    first = _epoch(sampler)
+    sampler.set_epoch(1)  # as Lightning does before each epoch
+    second = _epoch(sampler)
     for batches in (first, second):
         assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
         assert len(batches) == len(sampler) == 26
@@ -56,10 +58,29 @@ def test_ranks_get_equal_disjoint_shares_and_resume_skips_what_was_trained():
     assert {i for r in padded for b in r for i in b} == set(range(len(LENGTHS)))
 
     full = LengthBucketBatchSampler(LENGTHS, 8, seed=4)
-    epochs = [list(full), list(full)]
+    epochs = [list(full)]
+    full.set_epoch(1)
+    epochs.append(list(full))
     resumed = LengthBucketBatchSampler(LENGTHS, 8, seed=4, start_epoch=1, skip_batches=5)
     assert list(resumed) == epochs[1][5:]
+    resumed.set_epoch(2)
     assert list(resumed) == list(LengthBucketBatchSampler(LENGTHS, 8, seed=4, start_epoch=2))
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_a_run_saved_at_an_epochs_last_batch_resumes_at_the_next_epoch(eager: bool) -> None:
+    """Saved in a validation at the last batch, the epoch is open with all its batches done. With workers
+    Lightning iterates that finished epoch once more before its set_epoch calls (eager), without them it does not:
+    either way the next epoch trained is the next one, whole."""
+    for make in (lambda **kw: LengthBucketBatchSampler(LENGTHS, 8, seed=5, **kw),
+                 lambda **kw: EpochIndexSampler(range(203), num_replicas=1, rank=0, seed=5,
+                                                skip=kw.pop("skip_batches"), **kw)):
+        resumed = make(start_epoch=1, skip_batches=len(make(start_epoch=1, skip_batches=0)))
+        if eager:
+            assert list(resumed) == []
+        resumed.set_epoch(1)
+        resumed.set_epoch(2)
+        assert list(resumed) == list(make(start_epoch=2, skip_batches=0))
 
 
 def _label_file(folder: Path, count: int, seed: int) -> Path:

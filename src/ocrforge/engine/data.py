@@ -95,10 +95,13 @@ class TaskDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return {"epoch": self._start_epoch, "batches_done": self._skip_batches}
-        # Batches trained over the whole run, whatever hook saves (mid-epoch, end-of-epoch validation, train end).
-        total = trainer.fit_loop.epoch_loop.batch_progress.total.completed
-        per_epoch = max(1, int(trainer.num_training_batches))
-        return {"epoch": total // per_epoch, "batches_done": total % per_epoch}
+        # Lightning's own position: the epoch it is in (``processed`` counts the closed ones) and, while that epoch
+        # is open, its batches done -- all of them when a validation at its last batch saves.
+        epochs = trainer.fit_loop.epoch_progress.current
+        if epochs.started > epochs.processed:
+            return {"epoch": epochs.processed,
+                    "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.completed}
+        return {"epoch": epochs.processed, "batches_done": 0}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._start_epoch = int(state_dict.get("epoch", 0))

@@ -14,24 +14,36 @@ from torch.utils.data import DistributedSampler, Sampler
 class EpochIndexSampler(DistributedSampler):
     """DistributedSampler (seeded shuffle, sharding) that yields ``(epoch, index)`` pairs.
 
-    The epoch is the number of times iteration has started, counted here rather than taken from Lightning's
-    ``set_epoch``: on resume Lightning creates the iterator (and workers prefetch from it) before it sets the
-    epoch, which would replay epoch 0's order. A run resumed mid-epoch starts at that epoch and drops the
-    ``skip`` samples its shard had already trained on, so it sees exactly the rest of the interrupted epoch.
+    The epoch is Lightning's (``set_epoch`` before each epoch), starting at ``start_epoch``: on resume Lightning
+    creates the iterator, and workers prefetch from it, before its first ``set_epoch``. The first iteration of
+    ``start_epoch`` drops the ``skip`` samples its shard had already trained on, so a run resumed mid-epoch sees
+    exactly the rest of that epoch; a run saved at an epoch's last batch (in a validation inside the epoch) skips
+    all of it, whether or not Lightning iterates that finished epoch again (it does only with workers).
     """
 
     def __init__(self, *args: Any, start_epoch: int = 0, skip: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.epoch, self.skip = start_epoch, skip
+        self.epoch, self.skip = start_epoch, _EpochSkip(start_epoch, skip)
 
     def set_epoch(self, epoch: int) -> None:
-        """Ignored: see the class docstring."""
+        self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         epoch = self.epoch
-        indices = list(super().__iter__())[self.skip:]
-        self.epoch, self.skip = self.epoch + 1, 0
+        indices = list(super().__iter__())[self.skip.take(epoch):]
         return ((epoch, index) for index in indices)
+
+
+class _EpochSkip:
+    """What a resumed run skips: ``count`` items of the first iteration of ``epoch``, then nothing."""
+
+    def __init__(self, epoch: int, count: int) -> None:
+        self.epoch, self.count = epoch, count
+
+    def take(self, epoch: int) -> int:
+        count = self.count if epoch == self.epoch else 0
+        self.count = 0 if epoch >= self.epoch else self.count
+        return count
 
 
 class UnpaddedEvalSampler(Sampler):
@@ -55,7 +67,7 @@ class LengthBucketBatchSampler(Sampler[list[tuple[int, int]]]):
     pool by length and slices it into batches, then shuffles the batch order: lengths vary between batches, not
     within one, and every sample is still drawn once an epoch. Ranks take every ``num_replicas``-th batch of the
     same list (equal counts: the tail is dropped with ``drop_last``, else padded by wrapping round). A resumed run
-    starts at ``start_epoch`` and skips the ``skip_batches`` its rank had already trained on.
+    starts at ``start_epoch`` and skips the ``skip_batches`` its rank had already trained on (as EpochIndexSampler).
     """
 
     def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, *, num_replicas: int = 1, rank: int = 0,
@@ -66,10 +78,10 @@ class LengthBucketBatchSampler(Sampler[list[tuple[int, int]]]):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.batch_size, self.num_replicas, self.rank = batch_size, num_replicas, rank
         self.shuffle, self.seed, self.drop_last, self.pool = shuffle, seed, drop_last, batch_size * pool_batches
-        self.epoch, self.skip = start_epoch, skip_batches
+        self.epoch, self.skip = start_epoch, _EpochSkip(start_epoch, skip_batches)
 
     def set_epoch(self, epoch: int) -> None:
-        """Ignored, as in EpochIndexSampler: iteration counts epochs itself."""
+        self.epoch = epoch
 
     def _per_rank(self) -> int:
         n = len(self.lengths)
@@ -97,7 +109,6 @@ class LengthBucketBatchSampler(Sampler[list[tuple[int, int]]]):
         return batches[self.rank::self.num_replicas]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch, skip = self.epoch, self.skip
-        self.epoch, self.skip = self.epoch + 1, 0
-        for batch in self._batches(epoch)[skip:]:
+        epoch = self.epoch
+        for batch in self._batches(epoch)[self.skip.take(epoch):]:
             yield [(epoch, int(i)) for i in batch]
