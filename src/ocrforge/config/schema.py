@@ -8,21 +8,73 @@ belongs to the task: each task class names its own dataclass in ``data_schema``.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# A value check: None when the value is fine, else what is wrong with it ("must be at least 1, got 0"). Checks run
+# at validation time, after the type check, so that a bad value is a ConfigError naming file and key instead of a
+# torch or Lightning traceback once training starts.
+Check = Callable[[Any], "str | None"]
+
+
+def at_least(low: float) -> Check:
+    def check(value: Any) -> str | None:
+        ok = value is None or (math.isfinite(value) and value >= low)
+        return None if ok else f"must be at least {low}, got {value}"
+
+    return check
+
+
+def above(low: float) -> Check:
+    def check(value: Any) -> str | None:
+        ok = value is None or (math.isfinite(value) and value > low)
+        return None if ok else f"must be a finite number above {low}, got {value}"
+
+    return check
+
+
+def between(low: float, high: float) -> Check:
+    def check(value: Any) -> str | None:
+        ok = value is None or (math.isfinite(value) and low <= value <= high)
+        return None if ok else f"must be between {low} and {high}, got {value}"
+
+    return check
+
+
+def fraction_or_count(zero_ok: bool) -> Check:
+    """A fraction of an epoch up to 1, or a whole number of batches above 1 (Lightning's ``val_check_interval`` and
+    ``limit_*_batches``); 0 only where ``zero_ok`` (a limit of 0 batches turns that loop off)."""
+
+    def check(value: Any) -> str | None:
+        if not (math.isfinite(value) and (value > 0 or (zero_ok and value == 0))):
+            return (f"must be {'at least' if zero_ok else 'above'} 0 (a fraction of an epoch up to 1, or a number "
+                    f"of batches), got {value}")
+        if value > 1 and value != int(value):
+            return f"above 1 it is a number of batches and must be a whole number, got {value}"
+        return None
+
+    return check
+
+
+def checked(default: Any, check: Check) -> Any:
+    """A plain field whose value must also pass ``check``."""
+    return field(default=default, metadata={"check": check})
+
 
 def registry_node(registry: str, default_type: str | None = None, extra: type | None = None,
-                  injected: tuple[str, ...] = ()) -> Any:
+                  injected: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None) -> Any:
     """A field whose value is ``{type: NAME, **kwargs}`` built by ``registry``.
 
     ``extra`` names a dataclass with keys accepted beside the constructor's (e.g. DataLoader settings);
-    ``injected`` names constructor arguments the engine passes itself, which a config must not set.
+    ``injected`` names constructor arguments the engine passes itself, which a config must not set; ``checks``
+    apply to constructor arguments of that name, whichever type is registered (e.g. every optimizer's ``lr``).
     """
     default = {"type": default_type} if default_type else None
     return field(
         default_factory=(lambda: dict(default)) if default else (lambda: None),
-        metadata={"registry": registry, "extra": extra, "injected": injected},
+        metadata={"registry": registry, "extra": extra, "injected": injected, "checks": dict(checks or {})},
     )
 
 
@@ -30,13 +82,13 @@ def registry_node(registry: str, default_type: str | None = None, extra: type | 
 class LoaderSchema:
     """DataLoader settings that sit beside a dataset's own keys in ``data.train`` / ``data.val`` / ``data.test``."""
 
-    batch_size: int = 32
-    num_workers: int = 2
+    batch_size: int = checked(32, at_least(1))
+    num_workers: int = checked(2, at_least(0))
     shuffle: bool | None = None
     drop_last: bool = False
     pin_memory: bool = True
     persistent_workers: bool = True
-    prefetch_factor: int | None = None
+    prefetch_factor: int | None = checked(None, at_least(1))
     # Training batches of similar label length, each padded only to its widest crop (recognition with label files
     # or LMDB, whose labels are known before loading).
     bucket_by_length: bool = False
@@ -46,27 +98,28 @@ class LoaderSchema:
 
 @dataclass
 class TrainSchema:
-    max_epochs: int | None = 10
-    max_steps: int = -1
+    max_epochs: int | None = checked(10, at_least(-1))  # None or -1: no epoch limit
+    max_steps: int = checked(-1, at_least(-1))
     max_time: str | None = None  # "DD:HH:MM:SS": stop (saving last.ckpt) when the wall-clock budget is spent
     # auto: bf16 autocast on a GPU that has bf16, fp32 elsewhere. Or Lightning's names: 32 | 32-true | bf16-mixed |
     # 16-mixed | bf16-true | 16-true | 64 (ints are accepted).
     precision: Literal["auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true",
                        32, 16, 64] = "auto"
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = checked(1, at_least(1))
+    gradient_clip_val: float | None = checked(None, at_least(0))
     gradient_clip_algorithm: str = "norm"
-    val_check_interval: float = 1.0  # <= 1: a fraction of each epoch; > 1: every that many training batches
-    check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 20
-    limit_train_batches: float = 1.0
-    limit_val_batches: float = 1.0
+    # <= 1: a fraction of each epoch; > 1: every that many training batches (at most an epoch's: checked by train())
+    val_check_interval: float = checked(1.0, fraction_or_count(zero_ok=False))
+    check_val_every_n_epoch: int = checked(1, at_least(1))
+    log_every_n_steps: int = checked(20, at_least(1))
+    limit_train_batches: float = checked(1.0, fraction_or_count(zero_ok=True))
+    limit_val_batches: float = checked(1.0, fraction_or_count(zero_ok=True))
     accelerator: str = "auto"
     devices: Any = "auto"
-    num_nodes: int = 1
+    num_nodes: int = checked(1, at_least(1))
     strategy: str = "auto"
     # Stop (and say so) after this many consecutive non-finite losses; single ones are skipped, not trained on.
-    max_nonfinite_steps: int = 20
+    max_nonfinite_steps: int = checked(20, at_least(0))
     progress_bar: bool = True
     # Convolutions in NHWC memory layout (faster under bf16/fp16 on tensor-core GPUs: DBNet-R18 1.8x on an H200).
     channels_last: bool = False
@@ -82,7 +135,7 @@ class TrainSchema:
 @dataclass
 class EmaSchema:
     enabled: bool = False
-    decay: float = 0.999
+    decay: float = checked(0.999, between(0, 1))
     # Ramp the decay up from 0 in the first steps so early EMA weights are not stuck at initialisation.
     warmup: bool = True
 
@@ -91,9 +144,12 @@ class EmaSchema:
 class CheckpointSchema:
     monitor: str | None = None
     mode: str = "max"
-    save_top_k: int = 3
+    save_top_k: int = checked(3, at_least(-1))  # -1: keep every checkpoint
     save_last: bool = True
-    every_n_epochs: int = 1
+    every_n_epochs: int = checked(1, at_least(0))
+    # last.ckpt is also written at every validation and at the end; these add writes in between (None: off).
+    every_n_steps: int | None = None
+    every_minutes: float | None = None
 
 
 @dataclass
@@ -153,7 +209,8 @@ class RootSchema:
     model: dict[str, Any] = registry_node("model")
     loss: dict[str, Any] = registry_node("loss")
     data: dict[str, Any] = field(default_factory=dict)  # validated by the task's data_schema
-    optimizer: dict[str, Any] = registry_node("optimizer", "adamw", injected=("params",))
+    optimizer: dict[str, Any] = registry_node("optimizer", "adamw", injected=("params",),
+                                             checks={"lr": above(0), "weight_decay": at_least(0)})
     scheduler: dict[str, Any] = registry_node("scheduler", "cosine",
                                              injected=("optimizer", "total_steps", "steps_per_epoch"))
     train: TrainSchema = field(default_factory=TrainSchema)

@@ -107,15 +107,55 @@ class RNGStateCallback(L.Callback):
 
 
 class LastCheckpointCallback(L.Callback):
-    """``last.ckpt`` whenever training stops: at the end (also when ``max_steps`` ends it mid-epoch), on SIGTERM
-    (SLURM pre-emption, ``kill``: Lightning stops after the current batch) and on Ctrl-C."""
+    """A resumable ``last.ckpt`` that is never stale: after every validation, every ``every_n_steps`` optimiser steps
+    or ``every_minutes``, at the end (also when ``max_steps`` ends training mid-epoch), on SIGTERM (SLURM
+    pre-emption, ``kill``: Lightning stops after the current batch) and on Ctrl-C -- whatever the top-k files do.
+    ``periodic=False`` keeps only the last three.
 
-    def __init__(self, checkpoint_dir: Path) -> None:
+    Writes are atomic (AtomicCheckpointIO); the ``*.ckpt.tmp`` a kill during a write leaves behind is removed when
+    the next run in that folder starts.
+    """
+
+    def __init__(self, checkpoint_dir: Path, *, periodic: bool = True, every_n_steps: int | None = None,
+                 every_minutes: float | None = None) -> None:
         self.path = Path(checkpoint_dir) / "last.ckpt"
+        self.periodic = periodic  # False (checkpoint.save_last: false): only at the end and on SIGTERM / Ctrl-C
+        self.every_n_steps, self.every_minutes = (every_n_steps, every_minutes) if periodic else (None, None)
+        self._saved_step, self._saved_at = -1, time.monotonic()
+
+    def _save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self._saved_step, self._saved_at = trainer.global_step, time.monotonic()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.path.parent.is_dir():
+            stale = sorted(self.path.parent.glob("*.ckpt.tmp"))
+            for tmp in stale:
+                tmp.unlink(missing_ok=True)
+            if stale:
+                rank_zero_info(f"removed {len(stale)} unfinished checkpoint write(s): {[t.name for t in stale]}")
+        self._saved_at = time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if step == self._saved_step:
+            return
+        due = bool(self.every_n_steps) and step % self.every_n_steps == 0
+        if self.every_minutes:
+            # Ranks' clocks differ: rank 0 decides, or one rank would wait in a save the others never enter.
+            due = trainer.strategy.broadcast(due or time.monotonic() - self._saved_at >= 60 * self.every_minutes)
+        if due:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (self.periodic and not trainer.sanity_checking and trainer.state.fn == "fit"
+                and trainer.global_step != self._saved_step):
+            self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._uncount_unfinished_epoch(trainer)
-        trainer.save_checkpoint(self.path)
+        self._save(trainer)
 
     @staticmethod
     def _uncount_unfinished_epoch(trainer: L.Trainer) -> None:
@@ -132,7 +172,7 @@ class LastCheckpointCallback(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.global_step > 0:
-            trainer.save_checkpoint(self.path)
+            self._save(trainer)
             reason = "SIGTERM" if isinstance(exception, SIGTERMException) else "interrupted"
             rank_zero_info(f"{reason}: saved {self.path} at step {trainer.global_step}; continue with --resume")
 

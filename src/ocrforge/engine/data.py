@@ -96,11 +96,12 @@ class TaskDataModule(L.LightningDataModule):
         if trainer is None:
             return {"epoch": self._start_epoch, "batches_done": self._skip_batches}
         # Lightning's own position: the epoch it is in (``processed`` counts the closed ones) and, while that epoch
-        # is open, its batches done -- all of them when a validation at its last batch saves.
+        # is open, its batches trained -- all of them when a validation at its last batch saves. Batches count as
+        # ``processed`` (stepped): a save in ``on_train_batch_end`` comes before Lightning marks one completed.
         epochs = trainer.fit_loop.epoch_progress.current
         if epochs.started > epochs.processed:
             return {"epoch": epochs.processed,
-                    "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.completed}
+                    "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
         return {"epoch": epochs.processed, "batches_done": 0}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

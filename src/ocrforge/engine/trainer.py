@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
+from ..errors import ConfigError
 from .callbacks import EMACallback, EpochSummary, LastCheckpointCallback, RNGStateCallback
 from .checkpoint import AtomicCheckpointIO
 
@@ -92,13 +93,20 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
     metric, mode = monitor
     checkpointing = ModelCheckpoint(
         dirpath=str(ckpt_dir), filename=checkpoint_filename(metric), monitor=metric, mode=mode,
-        save_top_k=cfg.checkpoint.save_top_k if metric else 1, save_last=cfg.checkpoint.save_last,
+        # last.ckpt is LastCheckpointCallback's: Lightning rewrites it only when a top-k file is written.
+        save_top_k=cfg.checkpoint.save_top_k if metric else 1, save_last=False,
         every_n_epochs=cfg.checkpoint.every_n_epochs, auto_insert_metric_name=False,
         # The step is in every name, so no -v1 copies: a resumed run keeps writing the same last.ckpt.
         enable_version_counter=False,
     )
-    callbacks = [checkpointing, RNGStateCallback(), LastCheckpointCallback(ckpt_dir), EpochSummary(),
-                 *(callbacks or [])]
+    c = cfg.checkpoint
+    for key, value in (("every_n_steps", c.every_n_steps), ("every_minutes", c.every_minutes)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"checkpoint.{key}: must be positive or null, got {value}")
+    # Written at the end and on SIGTERM whatever save_last says: without it nothing could resume.
+    last = LastCheckpointCallback(ckpt_dir, periodic=c.save_last, every_n_steps=c.every_n_steps,
+                                  every_minutes=c.every_minutes)
+    callbacks = [checkpointing, RNGStateCallback(), last, EpochSummary(), *(callbacks or [])]
     if cfg.ema.enabled:
         callbacks.insert(0, EMACallback(cfg.ema.decay, cfg.ema.warmup))
     loggers = build_loggers(cfg, run_dir)
