@@ -114,3 +114,34 @@ def test_non_positive_checkpoint_intervals_are_config_errors(tmp_path: Path) -> 
 
     with pytest.raises(ConfigError, match=r"checkpoint\.every_n_steps"):
         train(load_config(tiny_cls_config(tmp_path, checkpoint={"every_n_steps": 0})))
+
+
+def _csv_losses(run_dir: Path) -> dict[int, str]:
+    import csv
+
+    (metrics,) = run_dir.glob("csv/version_*/metrics.csv")
+    rows = [r for r in csv.DictReader(metrics.open()) if r.get("train/loss_step")]
+    steps = [int(r["step"]) for r in rows]
+    assert len(steps) == len(set(steps)), "a step logged twice"
+    return {int(r["step"]): r["train/loss_step"] for r in rows}
+
+
+def test_a_resumed_run_continues_one_tensorboard_and_csv_log(tmp_path: Path) -> None:
+    """A session 'killed' at step 7 whose last.ckpt is from step 4, resumed: one version folder per logger, and the
+    CSV reads as the uninterrupted run's (steps 5-7 logged again, not twice)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg_path = tiny_cls_config(tmp_path, checkpoint={"every_n_steps": 2}, train={"max_epochs": 3})
+    keep = _KeepEveryCheckpoint(tmp_path / "written")
+    run = train(load_config(cfg_path), callbacks=[keep]).run_dir
+    straight = _csv_losses(run)
+    assert len(straight) == 9
+    (run / "checkpoints" / "last.ckpt").write_bytes((keep.folder / "step04_mid_epoch.ckpt").read_bytes())
+    train(load_config(cfg_path), resume=str(run / "checkpoints" / "last.ckpt"))
+    assert [p.name for p in (run / "tensorboard").iterdir()] == ["version_0"]
+    assert [p.name for p in (run / "csv").iterdir()] == ["version_0"]
+    assert _csv_losses(run) == straight
+    events = EventAccumulator(str(run / "tensorboard" / "version_0"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss_step")]
+    assert sorted(set(steps)) == sorted(straight) and len(steps) == len(straight)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from ..errors import ConfigError
 from .callbacks import EMACallback, EpochSummary, LastCheckpointCallback, RNGStateCallback
 from .checkpoint import AtomicCheckpointIO
+from .loggers import build_loggers
 
 
 def amp_precision() -> str:
@@ -54,40 +55,9 @@ def checkpoint_filename(monitor: str | None) -> str:
     return f"epoch={{epoch}}-step={{step}}-{short}={{{monitor}:.4f}}"
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
-    from lightning.pytorch import loggers
-
-    log_cfg = cfg.logging
-    out: list[Any] = []
-    if log_cfg.tensorboard:
-        out.append(loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", default_hp_metric=False))
-    if log_cfg.csv:
-        out.append(loggers.CSVLogger(save_dir=str(run_dir), name="csv"))
-    if log_cfg.wandb.enabled:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise RuntimeError("logging.wandb.enabled needs the wandb package: pip install 'ocrforge[wandb]'") from None
-        out.append(loggers.WandbLogger(save_dir=str(run_dir), project=log_cfg.wandb.project or cfg.project,
-                                       name=run_dir.name, offline=log_cfg.wandb.offline))
-    if log_cfg.mlflow.enabled:
-        try:
-            import mlflow  # noqa: F401
-        except ImportError:
-            raise RuntimeError("logging.mlflow.enabled needs the mlflow package: "
-                               "pip install 'ocrforge[mlflow]'") from None
-        uri = log_cfg.mlflow.tracking_uri or (run_dir / "mlruns").resolve().as_uri()
-        if uri.startswith("file:"):
-            # MLflow 3 refuses its file store unless asked; a local, serverless store is what this option is for.
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        out.append(loggers.MLFlowLogger(experiment_name=log_cfg.mlflow.experiment or cfg.project,
-                                        run_name=run_dir.name, tracking_uri=uri))
-    return out
-
-
 def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str], *, devices: Any = None,
                   num_nodes: int | None = None, strategy: str | None = None,
-                  callbacks: list[L.Callback] | None = None) -> L.Trainer:
+                  callbacks: list[L.Callback] | None = None, resume_step: int | None = None) -> L.Trainer:
     t = cfg.train
     ckpt_dir = run_dir / "checkpoints"
     metric, mode = monitor
@@ -109,7 +79,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
     callbacks = [checkpointing, RNGStateCallback(), last, EpochSummary(), *(callbacks or [])]
     if cfg.ema.enabled:
         callbacks.insert(0, EMACallback(cfg.ema.decay, cfg.ema.warmup))
-    loggers = build_loggers(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir, resume_step)
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if t.progress_bar:

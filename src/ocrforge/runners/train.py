@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import to_yaml
 from ..engine.checkpoint import load_weights_report, model_state, read_checkpoint
-from ..engine.data import TaskDataModule
+from ..engine.data import TaskDataModule, build_dataloader
 from ..engine.module import TaskModule
 from ..engine.rundir import (
     RUN_DIR_ENV,
@@ -31,6 +31,7 @@ from ..engine.rundir import (
 )
 from ..engine.trainer import build_trainer, resolve_precision, tune_cpu_threads
 from ..errors import CheckpointError, ConfigError
+from .evaluate import UnevaluatedSamples
 
 log = logging.getLogger("ocrforge")
 
@@ -62,6 +63,15 @@ def resolve_resume(resume: str | bool | None, cfg: DictConfig) -> Path | None:
     if not path.is_file():
         raise CheckpointError(f"--resume: checkpoint not found: {path}")
     return path
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The optimiser step a checkpoint was written at (memory-mapped: the tensors are not read)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.__class__.__name__}: {exc}") from None
+    return int(checkpoint.get("global_step", 0))
 
 
 def _lr_scale(cfg: DictConfig, devices: int) -> float:
@@ -99,6 +109,27 @@ def _check_monitor(module: TaskModule, monitor: str | None, has_val: bool) -> No
                           + (f"; did you mean '{hint[0]}'?" if hint else "")
                           + ("" if has_val else " (no data.val is configured)")
                           + f" (logged: {', '.join(sorted(names))})")
+
+
+def _check_val_check_interval(cfg: DictConfig, datamodule: TaskDataModule, world: int) -> None:
+    """An integer ``train.val_check_interval`` beyond an epoch's training batches fails inside Lightning's fit loop
+    with a traceback; the count needs the dataset, so it is checked here rather than in the schema. Mirrors
+    Lightning's own test: the batches of the shortest shard after ``limit_train_batches``, skipped when training
+    or validation is limited to nothing."""
+    t = cfg.train
+    interval, limit = t.val_check_interval, t.limit_train_batches
+    if interval <= 1 or limit == 0 or t.limit_val_batches == 0:
+        return
+    loader = build_dataloader(datamodule.task, "train", training=True, seed=cfg.seed, num_replicas=world,
+                              rank=world - 1)  # the last rank holds the shortest shard
+    batches = len(loader)
+    batches = min(batches, int(limit)) if isinstance(limit, int) or limit > 1 else int(batches * limit)
+    if batches and int(interval) > batches:
+        shard = f" per process ({world} processes)" if world > 1 else ""
+        raise ConfigError(f"train.val_check_interval: {int(interval)} training batches, but an epoch has only "
+                          f"{batches}{shard} ({len(loader.dataset)} samples of data.train in batches of "
+                          f"{cfg.data.train.batch_size}, limit_train_batches {limit}); give at most {batches}, or a "
+                          "fraction of an epoch such as 0.5")
 
 
 def _report_dataset_skips(datamodule: TaskDataModule) -> dict[str, dict[str, int]]:
@@ -176,8 +207,11 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
     monitor = (cfg.checkpoint.monitor, cfg.checkpoint.mode) if cfg.checkpoint.monitor else (
         module.task.default_monitor() if has_val else (None, "max"))
     _check_monitor(module, monitor[0], has_val)
-    trainer = build_trainer(cfg, run_dir, monitor, devices=devices,
-                            num_nodes=num_nodes, strategy=strategy, callbacks=callbacks)
+    _check_val_check_interval(cfg, datamodule, world)
+    resume_step = _checkpoint_step(resume_path) if resume_path else None
+    # Validation counts unloadable samples as wrong, as `ocrforge test` does: checkpoints are chosen on that score.
+    trainer = build_trainer(cfg, run_dir, monitor, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                            callbacks=[UnevaluatedSamples(), *callbacks], resume_step=resume_step)
     threads = tune_cpu_threads(cfg)
     if threads is not None:
         rank_zero_info(f"CPU training: {threads} torch thread(s) beside {cfg.data.train.num_workers} data workers")
