@@ -107,9 +107,9 @@ class RNGStateCallback(L.Callback):
 
 
 class LastCheckpointCallback(L.Callback):
-    """A resumable ``last.ckpt`` that is never stale: after every validation, every ``every_n_steps`` optimiser steps
-    or ``every_minutes``, at the end (also when ``max_steps`` ends training mid-epoch), on SIGTERM (SLURM
-    pre-emption, ``kill``: Lightning stops after the current batch) and on Ctrl-C -- whatever the top-k files do.
+    """A resumable ``last.ckpt`` that is never stale: after every validation and epoch, every ``every_n_steps``
+    optimiser steps or ``every_minutes``, at the end (also when ``max_steps`` ends training mid-epoch), on SIGTERM
+    (SLURM pre-emption, ``kill``: Lightning stops after the current batch) and on Ctrl-C -- whatever top-k does.
     ``periodic=False`` keeps only the last three.
 
     Writes are atomic (AtomicCheckpointIO); the ``*.ckpt.tmp`` a kill during a write leaves behind is removed when
@@ -134,13 +134,17 @@ class LastCheckpointCallback(L.Callback):
                 tmp.unlink(missing_ok=True)
             if stale:
                 rank_zero_info(f"removed {len(stale)} unfinished checkpoint write(s): {[t.name for t in stale]}")
-        self._saved_at = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A resumed run's own starting point is on disk already; writing it again from the restarted loop (e.g. in
+        # the validation Lightning reruns) would store a loop state that does not resume exactly.
+        self._saved_step, self._saved_at = trainer.global_step, time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         step = trainer.global_step
-        if step == self._saved_step:
-            return
+        if step == self._saved_step or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # an epoch's last batch is saved after its validation or at the epoch's end
         due = bool(self.every_n_steps) and step % self.every_n_steps == 0
         if self.every_minutes:
             # Ranks' clocks differ: rank 0 decides, or one rank would wait in a save the others never enter.
@@ -151,6 +155,10 @@ class LastCheckpointCallback(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (self.periodic and not trainer.sanity_checking and trainer.state.fn == "fit"
                 and trainer.global_step != self._saved_step):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.periodic and trainer.global_step != self._saved_step:
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
