@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
+from ..text_files import read_text
 from .validate import validate
 
 CMDLINE = "command line (-o)"
@@ -47,8 +49,12 @@ def deep_merge(base: dict, update: Mapping) -> dict:
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    try:  # decoded by the rules of every other text input: a bad byte is named by line, UTF-16 with a BOM is read
+        text = read_text(path, "config file")
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
     try:
-        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        loaded = OmegaConf.to_container(OmegaConf.load(io.StringIO(text)), resolve=False)
     except Exception as exc:  # YAML syntax errors: report file and parser message, not a traceback
         raise ConfigError(f"{path}: cannot parse YAML: {exc}") from None
     if loaded is None:
@@ -86,22 +92,36 @@ def parse_override(item: str) -> tuple[str, Any, bool]:
     if not key:
         raise ConfigError(f"{CMDLINE}: '{item}' has an empty key")
     # OmegaConf's grammar parses values as YAML (lists, 1e-3 as float, null …).
-    value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))["value"]
+    try:
+        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))["value"]
+    except Exception as exc:  # YAML and OmegaConf grammar errors: name the override, not a parser traceback
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{CMDLINE}: '{item}': cannot parse the value: {message}") from None
     return key, value, add
 
 
+def _list_index(items: list, part: str, key: str) -> int:
+    try:
+        index = int(part)
+    except ValueError:
+        index = None
+    if index is None or not -len(items) <= index < len(items):
+        raise ConfigError(f"{CMDLINE}: '{key}': '{part}' is not an index of the list there ({len(items)} items)")
+    return index
+
+
 def _set_path(cfg: dict, key: str, value: Any) -> None:
-    node = cfg
+    """Set the dotted ``key`` (``a.b.0.c``: a number indexes a list) to ``value``, creating sections on the way."""
+    node: Any = cfg
     parts = key.split(".")
     for part in parts[:-1]:
-        if isinstance(node, list):
-            node = node[int(part)]
-            continue
-        if not isinstance(node.get(part), (dict, list)):
-            node[part] = {}
-        node = node[part]
+        slot: Any = _list_index(node, part, key) if isinstance(node, list) else part
+        child = node[slot] if isinstance(node, list) else node.get(part)
+        if not isinstance(child, (dict, list)):
+            child = node[slot] = {}  # a scalar in the way becomes a section; validation then names the key
+        node = child
     if isinstance(node, list):
-        node[int(parts[-1])] = value
+        node[_list_index(node, parts[-1], key)] = value
     else:
         node[parts[-1]] = value
 
@@ -121,7 +141,7 @@ def import_plugins(modules: Iterable[str] = (), plugin_dir: str | Path | None = 
     for name in modules:
         try:
             importlib.import_module(name)
-        except ImportError as exc:
+        except (ImportError, ValueError, TypeError) as exc:  # ValueError, TypeError: '' or a relative name
             raise ConfigError(f"custom_imports: cannot import '{name}': {exc}") from None
     if plugin_dir is not None:
         folder = Path(plugin_dir).resolve()
@@ -161,7 +181,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
         for leaf in _leaf_paths(value, key):
             provenance[leaf] = CMDLINE
     search = [Path.cwd()] + ([Path(path).resolve().parent] if path is not None else [])
-    import_plugins(data.get("custom_imports") or [], plugin_dir, search)
+    modules = data.get("custom_imports") or []
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        # checked before validation, which needs the plugins' registrations
+        raise ConfigError(f"{provenance.get('custom_imports', 'config')}: custom_imports: expected a list of module "
+                          f"names, got {modules!r}"[:300])
+    import_plugins(modules, plugin_dir, search)
     validate(data, provenance, allowed_extra)
     defaults = dataclasses.asdict(RootSchema())
     defaults["data"] = dataclasses.asdict(TASKS.get(data.get("task", defaults["task"])).data_schema())

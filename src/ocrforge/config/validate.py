@@ -107,7 +107,7 @@ def constructor_params(obj: Any) -> tuple[dict[str, inspect.Parameter], dict[str
 
 
 def _check_registry_node(node: Any, registry: str, extra: type | None, path: str, ctx: _Context,
-                         injected: Sequence[str] = ()) -> None:
+                         injected: Sequence[str] = (), checks: Mapping[str, Any] | None = None) -> None:
     if node is None:
         return
     if not isinstance(node, Mapping):
@@ -116,6 +116,9 @@ def _check_registry_node(node: Any, registry: str, extra: type | None, path: str
     reg = ALL_REGISTRIES[registry]
     if "type" not in node:
         ctx.error(path, f"missing 'type' (a {registry} name, one of: {', '.join(reg.names())})")
+        return
+    if not isinstance(node["type"], str):
+        ctx.error(f"{path}.type", f"expected a {registry} name, got {type(node['type']).__name__} {node['type']!r}")
         return
     try:
         obj = reg.get(node["type"])
@@ -145,6 +148,8 @@ def _check_registry_node(node: Any, registry: str, extra: type | None, path: str
             hint = hints.get(key, params[key].annotation)
             if not matches_type(value, hint):
                 ctx.error(sub, f"expected {_type_name(hint)}, got {type(value).__name__} {value!r}")
+            elif checks and key in checks:
+                _check_value(value, checks[key], sub, ctx)
         elif not var_kw and not ctx.leads_to_extra(sub):
             ctx.error(sub, f"unknown key for {registry} '{node['type']}'{_closest(key, valid)}")
     for name, param in params.items():
@@ -155,7 +160,7 @@ def _check_registry_node(node: Any, registry: str, extra: type | None, path: str
 def _check_field(value: Any, fld: dataclasses.Field, hint: Any, path: str, ctx: _Context) -> None:
     if "registry" in fld.metadata:
         _check_registry_node(value, fld.metadata["registry"], fld.metadata.get("extra"), path, ctx,
-                             fld.metadata.get("injected", ()))
+                             fld.metadata.get("injected", ()), fld.metadata.get("checks"))
     elif "registry_list" in fld.metadata:
         if not isinstance(value, list):
             ctx.error(path, f"expected a list of {{type: ...}} mappings, got {type(value).__name__}")
@@ -166,6 +171,15 @@ def _check_field(value: Any, fld: dataclasses.Field, hint: Any, path: str, ctx: 
         check_dataclass(value, hint, path, ctx)
     elif not matches_type(value, hint):
         ctx.error(path, f"expected {_type_name(hint)}, got {type(value).__name__} {value!r}")
+    elif "check" in fld.metadata:
+        _check_value(value, fld.metadata["check"], path, ctx)
+
+
+def _check_value(value: Any, check: Any, path: str, ctx: _Context) -> None:
+    """A range or similar check on a value of the right type (see ``schema.checked``)."""
+    problem = check(value)
+    if problem is not None:
+        ctx.error(path, problem)
 
 
 def check_dataclass(node: Mapping, schema: type, path: str, ctx: _Context) -> None:

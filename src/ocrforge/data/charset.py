@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import DataError
+from ..text_files import control_character, iter_lines
 from .label_files import read_label_file
 
 log = logging.getLogger("ocrforge")
@@ -35,20 +36,23 @@ BUILTIN_CHARSETS: dict[str, str] = {
 
 
 def read_dict_file(path: str | Path) -> list[str]:
-    """One character per line (UTF-8, a BOM is ignored); only the line end is stripped, so ' ' is the space."""
+    """One character per line (UTF-8, a BOM is ignored; see ``text_files``); only the line end (LF or CRLF) is
+    stripped, so ' ' is the space. Lines are split at LF only, as PaddleOCR does, so class ids match its own; an
+    empty line or one holding a control character (a lone CR, NUL ...) is an error naming the line."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"dictionary file not found: {file}")
     chars, problems, multi = [], [], []
-    with open(file, encoding="utf-8-sig", newline="") as handle:
-        for number, line in enumerate(handle, 1):
-            entry = line[:-1] if line.endswith("\n") else line
-            entry = entry[:-1] if entry.endswith("\r") else entry
-            if not entry:
-                problems.append(f"line {number}: {entry!r} is 0 code points, expected 1")
-            elif len(entry) > 1:
-                multi.append(entry)
-            chars.append(entry)
+    for number, entry in iter_lines(file, "dictionary"):
+        bad = control_character(entry)
+        if not entry:
+            problems.append(f"line {number}: {entry!r} is 0 code points, expected 1")
+        elif bad is not None:
+            problems.append(f"line {number}: {entry[:20]!r} holds the control character U+{ord(bad):04X}"
+                            + (" (a CR that does not end the line: mixed line ends?)" if bad == "\r" else ""))
+        elif len(entry) > 1:
+            multi.append(entry)
+        chars.append(entry)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
         raise DataError(f"dictionary {file}: {shown}")
@@ -189,7 +193,8 @@ def build_charset(label_files: Sequence[str | Path], lowercase: bool = False, in
     """Characters of every label in ``path<TAB>label`` files, sorted by frequency, and their counts.
 
     The space is left out unless ``include_space`` (train with ``use_space_char`` instead, as PaddleOCR does); its
-    count stays in the returned counts. ``stats`` receives ``labels``, ``empty_label`` and ``malformed_line``.
+    count stays in the returned counts. ``stats`` receives ``labels``, ``empty_label`` and the skips of
+    ``read_label_file`` (``malformed_line``, ``carriage_return``, ``control_character``).
     """
     stats = Counter() if stats is None else stats
     counts: Counter = Counter()
@@ -208,9 +213,9 @@ def build_charset(label_files: Sequence[str | Path], lowercase: bool = False, in
 
 
 def write_dict_file(chars: Sequence[str], path: str | Path) -> None:
-    bad = [c for c in chars if not c or any(ch in "\r\n" for ch in c)]
+    bad = [c for c in chars if not c or control_character(c)]  # each would not read back as itself
     if bad:
-        raise DataError(f"cannot write {bad!r} to a one-character-per-line dictionary")
+        raise DataError(f"cannot write {bad[:10]!r} to a one-character-per-line dictionary")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="\n") as handle:
         handle.writelines(f"{c}\n" for c in chars)

@@ -14,6 +14,10 @@ from torch.utils.data import Dataset, default_collate
 from .images import SampleSkipped
 
 SKIP_KEY = "_skipped"
+# The skipped samples themselves, a list per batch: ``{"index", "skipped": reason, "detail", **sample_info}`` where
+# the dataset has a ``sample_info(index)`` (path, ground truth) that needs no image. Evaluation counts them as wrong
+# and lists them; a skipped sample never just vanishes from a score.
+SKIPPED_ITEMS_KEY = "_skipped_items"
 # A kept sample may carry {reason: n} under COUNT_KEY for effects that are not skips (e.g. characters mapped to
 # <unk>); the collate function sums them so they are reported like skips.
 COUNT_KEY = "_counts"
@@ -21,7 +25,8 @@ COUNT_KEY = "_counts"
 
 class SkipSafeDataset(Dataset):
     """Takes ``(epoch, index)``; seeds the RNGs from (seed, epoch, index) so augmentation is reproducible on resume
-    and across worker counts; turns ``SampleSkipped`` into a marker that the collate function counts and drops."""
+    and across worker counts; turns ``SampleSkipped`` into a marker that the collate function counts and drops
+    (keeping the sample's index, reason and ``sample_info`` under ``SKIPPED_ITEMS_KEY``)."""
 
     def __init__(self, dataset: Dataset, seed: int = 0) -> None:
         self.dataset, self.seed = dataset, seed
@@ -40,7 +45,9 @@ class SkipSafeDataset(Dataset):
         try:
             return self.dataset[index]
         except SampleSkipped as exc:
-            return {SKIP_KEY: exc.reason}
+            info = getattr(self.dataset, "sample_info", None)
+            item = {"index": index, "skipped": exc.reason, "detail": exc.detail, **(info(index) if info else {})}
+            return {SKIP_KEY: exc.reason, SKIPPED_ITEMS_KEY: item}
 
 
 def chw_tensor(image: np.ndarray) -> torch.Tensor:
@@ -57,6 +64,7 @@ def make_collate(inner: Callable[[list[dict]], dict] = default_collate) -> Calla
             counts.update(sample.pop(COUNT_KEY, {}))
         batch = inner(kept) if kept else {}
         batch[SKIP_KEY] = dict(skipped)
+        batch[SKIPPED_ITEMS_KEY] = [s[SKIPPED_ITEMS_KEY] for s in samples if SKIP_KEY in s]
         batch[COUNT_KEY] = dict(counts)
         batch["batch_size"] = len(kept)  # a host int: reading a device tensor each step would stall the GPU queue
         return batch

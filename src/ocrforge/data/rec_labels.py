@@ -44,8 +44,9 @@ def read_rec_labels(label_files: Sequence[str | Path], data_root: str | Path | N
                     seed: int = 0) -> tuple[list[tuple[str, str]], Counter]:
     """All usable ``(image path, label)`` pairs of ``label_files`` after sampling, and the skips by reason.
 
-    Paths are resolved against ``data_root`` (default: each file's folder). Skip reasons: ``malformed_line``,
-    ``empty_label`` (nothing but whitespace), ``label_too_long`` (more than ``max_length`` characters). Ratios
+    Paths are resolved against ``data_root`` (default: each file's folder). Skip reasons: those of
+    ``read_label_file`` (``malformed_line``, ``carriage_return``, ``control_character``), ``empty_label`` (nothing
+    but whitespace), ``label_too_long`` (more than ``max_length`` characters). Ratios
     apply to the usable lines of each file; the draw depends only on ``seed`` and the file's position.
     """
     if not label_files:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..builtins import register_builtins
 from ..config import to_yaml
+from ..data.collate import SKIPPED_ITEMS_KEY
 from ..engine.checkpoint import load_weights_report, model_state, read_checkpoint
 from ..engine.data import TaskDataModule
 from ..engine.module import TaskModule
@@ -19,6 +20,38 @@ from ..engine.rundir import environment_info, new_run_dir, write_json
 from ..engine.trainer import resolve_precision
 from ..errors import CheckpointError, ConfigError
 from ..registry import TASKS
+
+
+class UnevaluatedSamples(L.Callback):
+    """Validation and test samples that could not be loaded count as wrong in the task's metric (through its
+    ``count_unevaluated``) and are kept in ``items`` to be listed: a score must not rise because the hard samples
+    were unreadable. Items are ``{"index", "skipped": reason, "detail", "path", "gt" ...}`` (see ``data.collate``),
+    kept for the latest full pass; sanity-check batches reach the metric (reset after the check), not the list."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
+
+    def _count(self, trainer: L.Trainer, metric: Any, batch: dict, split: str) -> None:
+        items = batch.get(SKIPPED_ITEMS_KEY) or []
+        count = getattr(metric, "count_unevaluated", None)
+        if items and count is not None:
+            count(items)
+        if not trainer.sanity_checking:
+            self.items[split] += items
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.items["val"] = []
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.items["test"] = []
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: dict,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._count(trainer, pl_module.val_metric, batch, "val")
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: dict,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._count(trainer, pl_module.test_metric, batch, "test")
 
 
 def module_from_checkpoint(ckpt_path: str | Path, cfg: DictConfig | None = None,
@@ -63,9 +96,11 @@ def test(cfg: DictConfig, ckpt_path: str | Path, *, save_preds: bool = False, sh
     (out_dir / "config.yaml").write_text(to_yaml(cfg))
     write_json(out_dir / "env.json", {**environment_info(), "checkpoint": str(ckpt_path),
                                       "ema_weights": "ema_state_dict" in checkpoint})
+    unevaluated = UnevaluatedSamples()
     trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=devices or 1, precision=resolve_precision(cfg),
                         logger=False, enable_checkpointing=False, default_root_dir=str(out_dir),
-                        enable_progress_bar=cfg.train.progress_bar, use_distributed_sampler=False)
+                        enable_progress_bar=cfg.train.progress_bar, use_distributed_sampler=False,
+                        callbacks=[unevaluated])
     datamodule = TaskDataModule(module.task)
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k.removeprefix("test/"): float(v) for k, v in trainer.callback_metrics.items()}
@@ -73,12 +108,15 @@ def test(cfg: DictConfig, ckpt_path: str | Path, *, save_preds: bool = False, sh
     raw = module.task.raw_dataset("test")
     result = {"checkpoint": str(ckpt_path), "metrics": metrics, "skipped_samples": {
         "while_indexing": dict(getattr(raw, "skipped_at_init", {}) or {}), "while_loading": skipped},
-        "data_counts": dict(module.data_counts["test"])}
+        "data_counts": dict(module.data_counts["test"]),
+        # Counted as wrong in the metrics; listed here and, with --save-preds, among the predictions.
+        "unevaluated_samples": unevaluated.items["test"]}
     write_json(out_dir / "metrics.json", result)
     predictions = module.test_predictions
     if save_preds:
+        rows = predictions + [{**item, "correct": False} for item in unevaluated.items["test"]]
         with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as handle:
-            for pred in predictions:
+            for pred in sorted(rows, key=lambda row: row["index"]):  # dataset order, skipped samples in place
                 handle.write(json.dumps(pred, ensure_ascii=False) + "\n")
     module.task.save_test_artifacts(metrics, predictions, out_dir, Path(show_dir) if show_dir else None)
     rank_zero_info(" | ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "class_acc" not in k))

@@ -37,6 +37,12 @@ class TaskSamples(Dataset):
                               f"loading (recognition label files and LMDB can)")
         return np.asarray(lengths(), dtype=np.int64)
 
+    def sample_info(self, index: int) -> dict[str, Any]:
+        """What is known of a sample without loading it (``path``, ground truth), from the raw dataset's own
+        ``sample_info``; listed for a sample that could not be loaded."""
+        info = getattr(self.raw, "sample_info", None)
+        return info(index) if info is not None else {}
+
     def augmented(self, image: np.ndarray) -> np.ndarray:
         if self.augment is None:
             return image

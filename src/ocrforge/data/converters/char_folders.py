@@ -2,9 +2,12 @@
 
 Input: ``<data_dir>/<id>/<char>_<n>.png``, ``samples.csv`` (a header row naming at least a path column and a char
 or id column, in any order; paths relative to the folder holding ``data_dir``, e.g. ``binarized_data/5378/紅_26.png``)
-and ``id2char.json`` (``{"5378": "紅", ...}``). The label of a sample is ``id2char[id]``.
+and ``id2char.json`` (``{"5378": "紅", ...}``). The label of a sample is ``id2char[id]``. Both files are read by
+the rules of ``text_files`` (UTF-8 or BOM-marked UTF-16/32; a file that does not decode is a DataError naming the
+line).
 
-Rows that cannot be trusted are dropped and counted (``bad_row``, ``missing_file``, ``unknown_id``,
+Rows that cannot be trusted are dropped and counted (``bad_row``: wrong field count, an empty or control character
+in a used field, a field over the csv module's size limit; ``missing_file``, ``unknown_id``,
 ``char_id_mismatch``, ``folder_id_mismatch``, ``duplicate_path``); file names that do not follow ``<char>_<n>.<ext>``
 are counted but kept (names are often mangled by archive encodings, as in seed 004; the id is authoritative).
 """
@@ -12,15 +15,18 @@ are counted but kept (names are often mangled by archive encodings, as in seed 0
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import DataError
+from ...text_files import control_character, read_text
 from ..charset import sort_by_frequency, write_dict_file
 from ..images import IMAGE_SUFFIXES
 
@@ -48,9 +54,10 @@ class _Problems:
 
 
 def _norm_id(value: str) -> str:
-    """'0042' and '42' name the same id: folder names and JSON keys are often padded differently."""
+    """'0042' and '42' name the same id: folder names and JSON keys are often padded differently. Leading zeros
+    are stripped as text: int() fails on digits such as '²' and on more than 4300 of them."""
     value = value.strip()
-    return str(int(value)) if value.isdigit() else value
+    return (value.lstrip("0") or "0") if value.isascii() and value.isdigit() else value
 
 
 def load_id2char(path: str | Path, problems: _Problems) -> dict[str, str]:
@@ -58,14 +65,16 @@ def load_id2char(path: str | Path, problems: _Problems) -> dict[str, str]:
     if not file.is_file():
         raise DataError(f"id2char file not found: {file}")
     try:
-        raw = json.loads(file.read_text(encoding="utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{file} is not UTF-8 JSON: {exc}") from None
+        raw = json.loads(read_text(file, "id2char file"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"id2char file {file}, line {exc.lineno}, column {exc.colno}: not JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits; nesting deeper than the stack
+        raise DataError(f"id2char file {file}: not usable JSON: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
         raise DataError(f"{file} must hold a JSON object mapping id -> character, not {type(raw).__name__}")
     mapping = {}
     for key, value in raw.items():
-        if not isinstance(value, str) or not value.strip() or any(c in value for c in "\t\r\n"):
+        if not isinstance(value, str) or not value.strip() or control_character(value) or "\t" in value:
             problems.add("bad_id2char_entry", f"{key!r}: {value!r}")
         else:
             mapping[_norm_id(str(key))] = value
@@ -85,6 +94,18 @@ def _resolve(raw: str, data_dir: Path) -> Path | None:
     return next((Path(os.path.abspath(c)) for c in candidates if c.is_file()), None)
 
 
+def _rows(reader: Iterator[list[str]], problems: _Problems) -> Iterator[list[str] | None]:
+    """The CSV's rows; None for one the csv module refuses (a field over its size limit), counted as ``bad_row``."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problems.add("bad_row", f"line {reader.line_num}: {exc}")
+            yield None
+
+
 def read_samples(data_dir: Path, samples_csv: Path, id2char: dict[str, str],
                  problems: _Problems) -> tuple[list[tuple[Path, str]], int, set[Path]]:
     """Usable ``(absolute image path, label)`` rows of the CSV, the number of data rows, every existing file named."""
@@ -93,51 +114,53 @@ def read_samples(data_dir: Path, samples_csv: Path, id2char: dict[str, str],
     seen: set[Path] = set()
     mentioned: set[Path] = set()
     kept, rows = [], 0
-    with open(samples_csv, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next((r for r in reader if any(f.strip() for f in r)), None)
-        if header is None:
-            raise DataError(f"{samples_csv} is empty")
-        path_col, char_col, id_col = (_find_column(header, n) for n in (PATH_COLUMNS, CHAR_COLUMNS, ID_COLUMNS))
-        if path_col is None or (char_col is None and id_col is None):
-            raise DataError(f"{samples_csv}: header {header} needs a path column ({'/'.join(PATH_COLUMNS)}) and a "
-                            f"char ({'/'.join(CHAR_COLUMNS)}) or id ({'/'.join(ID_COLUMNS)}) column")
-        for row in reader:
-            if not any(f.strip() for f in row):
-                continue
-            rows += 1
-            where = f"line {reader.line_num}: {','.join(row)}"
-            used = [c for c in (path_col, char_col, id_col) if c is not None]
-            if len(row) != len(header) or any(not row[c].strip() for c in used):
-                problems.add("bad_row", where)
-                continue
-            path = _resolve(row[path_col].strip(), data_dir)
-            if path is None:
-                problems.add("missing_file", where)
-                continue
-            mentioned.add(path)
-            # Without an id column the folder name is the id.
-            sample_id = _norm_id(row[id_col] if id_col is not None else path.parent.name)
-            label = id2char.get(sample_id)
-            if label is None:
-                problems.add("unknown_id", where)
-                continue
-            if char_col is not None and row[char_col].strip() != label:
-                problems.add("char_id_mismatch", f"{where} (id2char says {label!r})")
-                continue
-            if id_col is not None and _norm_id(path.parent.name) != sample_id:
-                problems.add("folder_id_mismatch", where)
-                continue
-            if path in seen:
-                problems.add("duplicate_path", where)
-                continue
-            seen.add(path)
-            match = _FILE_NAME.match(path.stem)
-            if match is None or path.suffix.lower() not in IMAGE_SUFFIXES:
-                problems.add("odd_file_name", where)
-            elif match["char"] != label:
-                problems.add("file_name_char_mismatch", f"{where} (label {label!r})")
-            kept.append((path, label))
+    # Decoded whole (a CSV field may hold a line break), then split by the csv module's own rules.
+    reader = csv.reader(io.StringIO(read_text(samples_csv, "samples CSV"), newline=""))
+    header = next((r for r in _rows(reader, problems) if r is not None and any(f.strip() for f in r)), None)
+    if header is None:
+        raise DataError(f"{samples_csv} is empty")
+    path_col, char_col, id_col = (_find_column(header, n) for n in (PATH_COLUMNS, CHAR_COLUMNS, ID_COLUMNS))
+    if path_col is None or (char_col is None and id_col is None):
+        raise DataError(f"{samples_csv}: header {str(header)[:200]} needs a path column ({'/'.join(PATH_COLUMNS)}) "
+                        f"and a char ({'/'.join(CHAR_COLUMNS)}) or id ({'/'.join(ID_COLUMNS)}) column")
+    for row in _rows(reader, problems):
+        if row is not None and not any(f.strip() for f in row):
+            continue
+        rows += 1
+        if row is None:
+            continue  # a row the csv module refused, counted by _rows
+        where = f"line {reader.line_num}: {','.join(row)[:200]}"
+        used = [c for c in (path_col, char_col, id_col) if c is not None]
+        if len(row) != len(header) or any(not row[c].strip() or control_character(row[c]) for c in used):
+            problems.add("bad_row", where)
+            continue
+        path = _resolve(row[path_col].strip(), data_dir)
+        if path is None:
+            problems.add("missing_file", where)
+            continue
+        mentioned.add(path)
+        # Without an id column the folder name is the id.
+        sample_id = _norm_id(row[id_col] if id_col is not None else path.parent.name)
+        label = id2char.get(sample_id)
+        if label is None:
+            problems.add("unknown_id", where)
+            continue
+        if char_col is not None and row[char_col].strip() != label:
+            problems.add("char_id_mismatch", f"{where} (id2char says {label!r})")
+            continue
+        if id_col is not None and _norm_id(path.parent.name) != sample_id:
+            problems.add("folder_id_mismatch", where)
+            continue
+        if path in seen:
+            problems.add("duplicate_path", where)
+            continue
+        seen.add(path)
+        match = _FILE_NAME.match(path.stem)
+        if match is None or path.suffix.lower() not in IMAGE_SUFFIXES:
+            problems.add("odd_file_name", where)
+        elif match["char"] != label:
+            problems.add("file_name_char_mismatch", f"{where} (label {label!r})")
+        kept.append((path, label))
     return kept, rows, mentioned
 
 

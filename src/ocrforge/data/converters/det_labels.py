@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ...errors import DataError
+from ...text_files import control_character, iter_lines
 from ..images import IMAGE_SUFFIXES
 
 ICDAR_DONT_CARE = frozenset({"###"})
@@ -42,11 +43,13 @@ def _points(values: Iterable) -> np.ndarray | None:
     """N x 2 float32 points from numbers, or None if any value is not a finite number."""
     try:
         array = np.asarray([float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer beyond float's range
         return None
-    if array.size < 2 or array.size % 2 or not np.isfinite(array).all():
+    if array.size < 2 or array.size % 2:
         return None
-    return array.reshape(-1, 2).astype(np.float32)
+    with np.errstate(over="ignore"):  # checked in float32 below: 1e300 is finite only in float64
+        points = array.reshape(-1, 2).astype(np.float32)
+    return points if np.isfinite(points).all() else None
 
 
 def order_quad(points: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
@@ -88,18 +91,17 @@ def parse_icdar2015_line(line: str) -> TextRegion | None:
 
 
 def read_icdar2015(path: str | Path, skips: Counter) -> list[TextRegion]:
-    """One ICDAR 2015 GT file (UTF-8, optional BOM, LF or CRLF); bad lines are counted as ``bad_line``."""
+    """One ICDAR 2015 GT file (UTF-8, optional BOM, LF or CRLF; see ``text_files``); bad lines are counted as
+    ``bad_line``. A file that does not decode raises DataError naming the line."""
     regions = []
-    with open(path, encoding="utf-8-sig") as handle:  # universal newlines: CRLF arrives as \n
-        for line in handle:
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            region = parse_icdar2015_line(line)
-            if region is None:
-                skips["bad_line"] += 1
-            else:
-                regions.append(region)
+    for _, line in iter_lines(path, "ICDAR 2015 label file"):
+        if not line.strip():
+            continue
+        region = parse_icdar2015_line(line)
+        if region is None:
+            skips["bad_line"] += 1
+        else:
+            regions.append(region)
     return regions
 
 
@@ -109,8 +111,8 @@ def read_icdar2015_dataset(images_dir: str | Path, labels: str | Path, skips: Co
     ``stems`` keeps only those image names (a split of one folder).
 
     GT files whose image is absent are counted as ``missing_image`` (with their regions as ``region_without_image``),
-    files that are not UTF-8 as ``undecodable_label_file``, images of a GT folder without a GT file as
-    ``image_without_label``.
+    files that do not decode (see ``text_files``) as ``undecodable_label_file``, images of a GT folder without a GT
+    file as ``image_without_label``.
     """
     images, label_path = Path(images_dir), Path(labels)
     if not images.is_dir():
@@ -135,7 +137,7 @@ def read_icdar2015_dataset(images_dir: str | Path, labels: str | Path, skips: Co
     for gt in gt_files:
         try:
             regions = read_icdar2015(gt, skips)
-        except UnicodeDecodeError:
+        except DataError:  # one image's GT: a sample-level problem, counted like the others
             skips["undecodable_label_file"] += 1
             continue
         stem = gt.stem[3:] if gt.stem.startswith("gt_") else gt.stem
@@ -173,7 +175,7 @@ def parse_paddle_regions(payload: str, skips: Counter) -> list[TextRegion] | Non
     """The JSON list of one PaddleOCR det line; None if it is not a JSON list, bad items count as ``bad_region``."""
     try:
         items = json.loads(payload)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # bad JSON, an integer of over 4300 digits, nesting deeper than the stack
         return None
     if not isinstance(items, list):
         return None
@@ -192,21 +194,22 @@ def parse_paddle_regions(payload: str, skips: Counter) -> list[TextRegion] | Non
 
 def read_paddle_det(path: str | Path, images_dir: str | Path, skips: Counter) -> list[DetSample]:
     """``image path<TAB>[{"transcription": ..., "points": [[x, y], ...]}, ...]``; paths relative to ``images_dir``
-    (PaddleOCR's ``data_dir``). Lines without a tab or with bad JSON are counted as ``bad_line``."""
+    (PaddleOCR's ``data_dir``). Lines without a tab or with bad JSON are counted as ``bad_line``, lines with a
+    control character in the image path (NUL, a lone CR ...) as ``control_character``. The file is read by the
+    rules of ``text_files``: one that does not decode raises DataError naming the line."""
     file, root = Path(path), Path(images_dir)
     if not file.is_file():
         raise DataError(f"PaddleOCR det label file not found: {file}")
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
-    try:
-        lines = file.read_text(encoding="utf-8-sig").split("\n")  # not splitlines(): U+2028 may be in a text
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{file} is not UTF-8: {exc}") from None
     samples = []
-    for line in lines:
+    for _, line in iter_lines(file, "PaddleOCR det label file"):  # split at LF only: U+2028 may be in a text
         if not line.strip():
             continue
         image, sep, payload = line.partition("\t")
+        if control_character(image) is not None:
+            skips["control_character"] += 1
+            continue
         regions = parse_paddle_regions(payload, skips) if sep and image.strip() else None
         if regions is None:
             skips["bad_line"] += 1

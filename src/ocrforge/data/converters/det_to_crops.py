@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from ...errors import DataError
+from ...text_files import control_character
 from ..images import SampleSkipped, read_image
 from .det_labels import read_det_dataset, region_quad
 
@@ -43,15 +44,16 @@ def write_image(path: Path, image: np.ndarray) -> None:
 
 
 def _safe_stem(stem: str) -> str:
-    # Tabs and line breaks would break the label file; nothing else needs changing.
-    return re.sub(r"[\t\r\n]", "_", stem)
+    # Tabs and control characters (line breaks, NUL ...) would break the label file or be skipped when it is read.
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", "_", stem)
 
 
 def det_to_crops(fmt: str, images_dir: str | Path, labels: str | Path, out: str | Path) -> dict:
     """Write ``<out>/crops/<image>_<k>.png`` and ``<out>/labels.txt`` (``crops/<name>.png<TAB>text``).
 
-    Skipped and counted: don't-care regions, empty or multi-line texts, degenerate polygons, polygons outside the
-    image, unreadable or missing images (with their regions). Crops turned by 90 degrees are counted as ``rotated``.
+    Skipped and counted: don't-care regions, empty or multi-line texts or ones with other control characters,
+    degenerate polygons, polygons outside the image, unreadable or missing images (with their regions). Crops
+    turned by 90 degrees are counted as ``rotated``.
     """
     skips: Counter = Counter()
     samples = read_det_dataset(fmt, images_dir, labels, skips)
@@ -77,8 +79,9 @@ def det_to_crops(fmt: str, images_dir: str | Path, labels: str | Path, out: str 
             if not region.text.strip():
                 skips["empty_text"] += 1
                 continue
-            if "\n" in region.text or "\r" in region.text:
-                skips["newline_in_text"] += 1
+            bad = control_character(region.text)
+            if bad is not None:  # read_label_file would skip the line (or cut it at a line break)
+                skips["newline_in_text" if bad in "\r\n" else "control_character"] += 1
                 continue
             quad = region_quad(region.points)
             crop = crop_quad(image, quad) if quad is not None else "degenerate_polygon"

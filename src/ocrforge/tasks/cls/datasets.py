@@ -11,7 +11,8 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ...data.images import IMAGE_SUFFIXES, read_image
-from ...data.label_files import DataError, read_label_file
+from ...data.label_files import read_label_file
+from ...errors import DataError
 from ...registry import DATASETS
 
 log = logging.getLogger("ocrforge")
@@ -24,6 +25,7 @@ class _FileListDataset(Dataset):
 
     def __init__(self) -> None:
         self.samples: list[tuple[str, int]] = []
+        self.class_names: list[str] = []
         self.skipped_at_init: Counter = Counter()
 
     def __len__(self) -> int:
@@ -33,7 +35,12 @@ class _FileListDataset(Dataset):
         path, label = self.samples[index]
         return {"image": read_image(path), "label": label, "path": path}
 
+    def sample_info(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        return {"path": path, "gt": self.class_names[label], "gt_id": label}
+
     def _keep(self, items: Sequence[tuple[str, str]], classes: Sequence[str], where: str) -> None:
+        self.class_names = list(classes)
         lookup = {name: i for i, name in enumerate(classes)}
         for path, name in items:
             if name in lookup:
@@ -76,17 +83,37 @@ class ImageFolderDataset(_FileListDataset):
 
 @DATASETS.register("ClsLabelFile")
 class LabelFileDataset(_FileListDataset):
-    """One or more ``path<TAB>class`` files; image paths relative to ``data_root`` (default: each file's folder)."""
+    """One or more ``path<TAB>class`` files; image paths relative to ``data_root`` (default: each file's folder).
+
+    Class names are stripped of surrounding whitespace (logged): an editor's trailing blank must not split one
+    class in two. Lines with an empty class are counted as ``empty_label``; the label file's own skips (see
+    ``read_label_file``) are counted too."""
 
     def __init__(self, label_files: list[str], data_root: str | None = None,
                  classes: Sequence[str] | None = None) -> None:
         super().__init__()
         classes = list(classes) if classes else self.discover_classes(label_files, data_root)
-        items = []
-        for file in label_files:
-            items += read_label_file(file, data_root, self.skipped_at_init)
+        items, stripped = _read_class_labels(label_files, data_root, self.skipped_at_init)
+        if stripped:
+            log.warning("label files %s: %d class names had surrounding whitespace, stripped",
+                        ", ".join(label_files), stripped)
         self._keep(items, classes, f"label files {', '.join(label_files)}")
 
     @staticmethod
     def discover_classes(label_files: list[str], data_root: str | None = None, **_: Any) -> list[str]:
-        return sorted({label for f in label_files for _, label in read_label_file(f, data_root)})
+        return sorted({name for _, name in _read_class_labels(label_files, data_root, Counter())[0]})
+
+
+def _read_class_labels(label_files: list[str], data_root: str | None,
+                       skips: Counter) -> tuple[list[tuple[str, str]], int]:
+    """``(image path, class name)`` of every usable line, and how many names had whitespace stripped."""
+    items, stripped = [], 0
+    for file in label_files:
+        for path, label in read_label_file(file, data_root, skips):
+            name = label.strip()
+            if not name:
+                skips["empty_label"] += 1
+                continue
+            stripped += name != label
+            items.append((path, name))
+    return items, stripped

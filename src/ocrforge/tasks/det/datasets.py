@@ -17,6 +17,7 @@ from ...data.converters.det_labels import DetSample, read_icdar2015_dataset, rea
 from ...data.images import read_image
 from ...errors import DataError
 from ...registry import DATASETS
+from ...text_files import iter_lines
 from . import synth_pages as _synth_pages  # noqa: F401  (registers SynthPages)
 
 
@@ -44,6 +45,11 @@ class _DetLabelDataset(Dataset):
         return {"image": read_image(sample.image), "polygons": [r.points for r in sample.regions],
                 "ignore": [r.ignore for r in sample.regions], "texts": [r.text for r in sample.regions],
                 "path": str(sample.image)}
+
+    def sample_info(self, index: int) -> dict[str, Any]:
+        """The image and its care regions: an image that cannot be loaded leaves them all unmatched."""
+        sample = self.samples[index]
+        return {"path": str(sample.image), "num_gt": sum(not r.ignore for r in sample.regions)}
 
 
 @DATASETS.register("DetIcdar2015")
@@ -78,4 +84,4 @@ def _read_name_list(path: str) -> set[str]:
     file = Path(path)
     if not file.is_file():
         raise DataError(f"file list not found: {file}")
-    return {line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()}
+    return {line.strip() for _, line in iter_lines(file, "file list") if line.strip()}

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from ...data.images import read_image
+from ...data.images import SampleSkipped, read_image
 from ...data.lmdb_store import LmdbReader
 from ...data.rec_labels import read_rec_labels
 from ...data.synth_text import SynthWordsDataset
@@ -40,6 +40,10 @@ class RecLabelFileDataset(Dataset):
         path, label = self.samples[index]
         return {"image": read_image(path), "label": label, "path": path}
 
+    def sample_info(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        return {"path": path, "gt": label}
+
 
 @DATASETS.register("RecLMDB")
 class RecLmdbDataset(Dataset):
@@ -64,11 +68,22 @@ class RecLmdbDataset(Dataset):
             reader.close()  # read in the main process; workers open their own environments
         return np.concatenate(lengths)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _locate(self, index: int) -> tuple[LmdbReader, int]:
         which = bisect.bisect_right(self.offsets, index) - 1
-        reader = self.readers[which]
-        image, label = reader.get(index - self.offsets[which])
-        return {"image": image, "label": label, "path": f"lmdb://{reader.path}#{index - self.offsets[which] + 1}"}
+        return self.readers[which], index - self.offsets[which]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        reader, local = self._locate(index)
+        image, label = reader.get(local)
+        return {"image": image, "label": label, "path": f"lmdb://{reader.path}#{local + 1}"}
+
+    def sample_info(self, index: int) -> dict[str, Any]:
+        reader, local = self._locate(index)
+        try:
+            label = reader.label(local)
+        except SampleSkipped:  # the label itself is missing or not UTF-8
+            label = None
+        return {"path": f"lmdb://{reader.path}#{local + 1}", "gt": label}
 
 
 @DATASETS.register("SynthWords")

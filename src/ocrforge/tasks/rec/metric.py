@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import string
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from rapidfuzz.distance import Levenshtein
@@ -34,7 +35,7 @@ class RecognitionMetric(Metric):
         super().__init__()
         self.decode = decode
         for name in ("samples", "exact", "ignore_case", "ignore_case_symbols", "ned_sum", "char_hits",
-                     "pred_chars", "gt_chars"):
+                     "pred_chars", "gt_chars", "unevaluated"):
             self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, outputs: dict[str, torch.Tensor], batch: dict) -> None:
@@ -48,6 +49,15 @@ class RecognitionMetric(Metric):
             self.pred_chars += len(pred)
             self.gt_chars += len(gt)
 
+    def count_unevaluated(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Samples that could not be loaded (unreadable image, label outside the dictionary ...) count as wrong, at
+        edit distance 1 with their characters unmatched: leaving them out would raise the score by dropping the
+        hard cases. ``gt`` is each sample's label where known."""
+        self.samples += len(items)
+        self.unevaluated += len(items)
+        self.ned_sum += len(items)
+        self.gt_chars += sum(len(item.get("gt") or "") for item in items)
+
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.samples.clamp(min=1)
         return {
@@ -58,4 +68,5 @@ class RecognitionMetric(Metric):
             "char_precision": self.char_hits / self.pred_chars.clamp(min=1),
             "char_recall": self.char_hits / self.gt_chars.clamp(min=1),
             "num_samples": self.samples,
+            "num_unevaluated": self.unevaluated,
         }
