@@ -175,6 +175,14 @@ def test_detection_metric_over_two_batches():
     assert metric.last_image_counts[0].pred_ignored == [1]
 
 
+def test_an_unloadable_image_counts_its_words_as_missed():
+    recall = updated_metric(BATCHES[:1]).compute()["recall"].item()
+    metric = updated_metric(BATCHES[:1])
+    metric.count_unevaluated([{"index": 9, "skipped": "unreadable_image", "num_gt": 4}])
+    assert metric.compute()["recall"].item() == pytest.approx(recall * 4 / 8)
+    assert int(metric.num_images) == 3
+
+
 def test_states_reduce_like_ddp():
     everything = updated_metric(BATCHES)
     first, second = updated_metric(BATCHES[:1]), updated_metric(BATCHES[1:])

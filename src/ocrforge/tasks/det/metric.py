@@ -27,8 +27,9 @@ Nothing here sweeps thresholds: score and box thresholds are post-processing con
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import shapely
@@ -170,6 +171,11 @@ class DetectionMetric(Metric):
         self.num_gt += sum(c.num_gt for c in self.last_image_counts)
         self.num_pred += sum(c.num_pred for c in self.last_image_counts)
         self.num_images += len(self.last_image_counts)
+
+    def count_unevaluated(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Images that could not be loaded: their care regions count as missed, so recall is not inflated."""
+        self.num_gt += sum(int(item.get("num_gt", 0)) for item in items)
+        self.num_images += len(items)
 
     def compute(self) -> dict[str, torch.Tensor]:
         scores = hmean_from_counts(int(self.matched), int(self.num_gt), int(self.num_pred))
