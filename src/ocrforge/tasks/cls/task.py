@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from . import heads as _heads  # noqa: F401  (registers the heads)
 from . import loss as _loss  # noqa: F401  (registers the loss)
 from . import model as _model  # noqa: F401  (registers the model)
 from . import synth as _synth  # noqa: F401  (registers the synthetic dataset)
-from .inference import decode, fit, preprocess
+from .inference import decode, fit, mean_colour, preprocess
 from .metric import ClassificationMetric
 from .visualize import save_confusion_matrix, save_prediction_grids
 
@@ -32,9 +32,11 @@ from .visualize import save_confusion_matrix, save_prediction_grids
 @dataclass
 class ClsDataSchema:
     image_size: list[int] = field(default_factory=lambda: [64, 64])  # [H, W]
+    color: str = "RGB"  # channel order the model reads: RGB, or BGR (models imported from PaddleOCR)
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    keep_ratio: bool = False
+    # False stretches to image_size, True letterboxes centred; "line": height kept, padded right (PaddleOCR's cls).
+    keep_ratio: bool | Literal["line"] = False
     # Class names in index order; discovered from the training dataset when left empty.
     classes: list[str] | None = None
     train: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
@@ -48,7 +50,7 @@ class ClsSamples(TaskSamples):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.raw[index]
         image = self.augmented(sample["image"])
-        fitted = fit(image, self.task.image_size, self.task.keep_ratio)
+        fitted = fit(image, self.task.image_size, self.task.keep_ratio, self.task.fill)
         return {"image": chw_tensor(fitted), "label": sample["label"],
                 "index": index, "path": sample["path"]}
 
@@ -64,7 +66,8 @@ class ClassificationTask(Task):
             cfg.data.classes = self._discover_classes()
         self.classes: list[str] = [str(c) for c in cfg.data.classes]
         self.image_size = tuple(int(v) for v in cfg.data.image_size)
-        self.keep_ratio = bool(cfg.data.keep_ratio)
+        self.keep_ratio: bool | str = "line" if cfg.data.keep_ratio == "line" else bool(cfg.data.keep_ratio)
+        self.fill = mean_colour(self.mean, self.color)
 
     @classmethod
     def adopt_from_checkpoint(cls, config: dict, stored: dict) -> None:
@@ -143,7 +146,7 @@ class ClassificationTask(Task):
 
     # --- inference and export -------------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        return preprocess(image, self.image_size, self.mean, self.std, self.keep_ratio)
+        return preprocess(image, self.image_size, self.mean, self.std, self.keep_ratio, self.color)
 
     def export_module(self, model: nn.Module) -> nn.Module:
         return _ClsInference(model)
@@ -155,7 +158,7 @@ class ClassificationTask(Task):
     def onnx_metadata(self) -> dict[str, Any]:
         d = self.cfg.data
         return {"task": "cls", "input_size": list(d.image_size), "mean": list(d.mean), "std": list(d.std),
-                "keep_ratio": bool(d.keep_ratio), "classes": self.classes, "color": "RGB", "layout": "NCHW"}
+                "keep_ratio": self.keep_ratio, "classes": self.classes, "color": self.color, "layout": "NCHW"}
 
 
 class _ClsInference(nn.Module):
