@@ -148,8 +148,8 @@ class CheckpointSchema:
     save_last: bool = True
     every_n_epochs: int = checked(1, at_least(0))
     # last.ckpt is also written at every validation and at the end; these add writes in between (None: off).
-    every_n_steps: int | None = None
-    every_minutes: float | None = None
+    every_n_steps: int | None = checked(None, at_least(1))
+    every_minutes: float | None = checked(None, above(0))
 
 
 @dataclass

@@ -11,7 +11,6 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
-from ..errors import ConfigError
 from .callbacks import EMACallback, EpochSummary, LastCheckpointCallback, RNGStateCallback
 from .checkpoint import AtomicCheckpointIO
 from .loggers import build_loggers
@@ -70,9 +69,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
         enable_version_counter=False,
     )
     c = cfg.checkpoint
-    for key, value in (("every_n_steps", c.every_n_steps), ("every_minutes", c.every_minutes)):
-        if value is not None and not value > 0:
-            raise ConfigError(f"checkpoint.{key}: must be positive or null, got {value}")
     # Written at the end and on SIGTERM whatever save_last says: without it nothing could resume.
     last = LastCheckpointCallback(ckpt_dir, periodic=c.save_last, every_n_steps=c.every_n_steps,
                                   every_minutes=c.every_minutes)
