@@ -45,6 +45,20 @@ def write_config(path: Path, cfg: dict, sections: dict) -> Path:
     return path
 
 
+def assert_same_training_state(expected: dict, got: dict, label: str = "") -> None:
+    """Two checkpoints hold the same step, weights, EMA weights and optimiser state, bit for bit."""
+    import torch
+
+    assert got["global_step"] == expected["global_step"], label
+    for section in ("state_dict", "ema_state_dict"):
+        for key, value in expected[section].items():
+            assert torch.equal(value, got[section][key]), f"{label}: {section}[{key}]"
+    for (_, a), (_, b) in zip(sorted(expected["optimizer_states"][0]["state"].items()),
+                              sorted(got["optimizer_states"][0]["state"].items()), strict=True):
+        for name in a:
+            assert torch.equal(torch.as_tensor(a[name]), torch.as_tensor(b[name])), f"{label}: optimiser {name}"
+
+
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> Path:
     return tiny_cls_config(tmp_path)

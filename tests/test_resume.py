@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import tiny_cls_config
+from conftest import assert_same_training_state, tiny_cls_config
 
 from ocrforge.config import load_config
 from ocrforge.runners.train import train
@@ -30,17 +30,6 @@ class _KeepEveryCheckpoint(L.Callback):
             torch.save(checkpoint, self.folder / f"step{trainer.global_step:02d}_{where}.ckpt")
 
 
-def _assert_same_state(expected: dict, got: dict, label: str) -> None:
-    assert got["global_step"] == expected["global_step"], label
-    for section in ("state_dict", "ema_state_dict"):
-        for key, value in expected[section].items():
-            assert torch.equal(value, got[section][key]), f"{label}: {section}[{key}]"
-    for (_, a), (_, b) in zip(sorted(expected["optimizer_states"][0]["state"].items()),
-                              sorted(got["optimizer_states"][0]["state"].items()), strict=True):
-        for name in a:
-            assert torch.equal(torch.as_tensor(a[name]), torch.as_tensor(b[name])), f"{label}: optimiser {name}"
-
-
 @pytest.mark.parametrize(("workers", "validation"), [(2, {"val_check_interval": 0.5}),
                                                      (0, {"check_val_every_n_epoch": 2})])
 def test_resume_from_every_checkpoint_a_run_writes_is_exact(tmp_path: Path, workers: int, validation: dict) -> None:
@@ -61,7 +50,7 @@ def test_resume_from_every_checkpoint_a_run_writes_is_exact(tmp_path: Path, work
         if torch.load(ckpt, weights_only=False)["global_step"] == expected["global_step"]:
             continue  # the finished run: nothing left to train
         resumed = train(load_config(cfg_path, [f"exp_name=from_{ckpt.stem}"]), resume=str(ckpt))
-        _assert_same_state(expected, torch.load(resumed.last_checkpoint, weights_only=False), ckpt.name)
+        assert_same_training_state(expected, torch.load(resumed.last_checkpoint, weights_only=False), ckpt.name)
 
 
 class _LastCheckpointStep(L.Callback):
