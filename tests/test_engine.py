@@ -14,6 +14,7 @@ import torch
 from conftest import tiny_cls_config
 
 from ocrforge.config import load_config
+from ocrforge.engine import trainer as trainer_module
 from ocrforge.engine.trainer import resolve_precision
 from ocrforge.export.onnx_export import export_onnx
 from ocrforge.registry import LOSSES
@@ -139,7 +140,8 @@ def test_auto_scale_lr(tmp_path: Path) -> None:
     assert base_lrs[0] == pytest.approx(0.003 * 16 / 64)
 
 
-def test_amp_picks_bf16_on_cpu(tmp_path: Path) -> None:
+def test_amp_picks_bf16_on_a_cpu_with_native_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: True)  # fp32 where bf16 is only emulated
     result = train(load_config(tiny_cls_config(tmp_path)), amp=True)
     assert result.metrics["precision"] == "bf16-mixed"
     assert torch.isfinite(torch.tensor(result.metrics["final"]["train/loss_epoch"]))

@@ -73,8 +73,9 @@ def test_build_passes_spec_and_extra_kwargs_without_mutating_spec():
     assert isinstance(obj, _Thing)
     assert (obj.size, obj.colour) == (5, "blue")
     assert spec == {"type": "thing", "colour": "blue"}
-    with pytest.raises(TypeError):
-        reg.build({"type": "thing", "size": 1}, size=2)  # the same argument twice
+    assert reg.build({"type": "thing", "size": 5}, size=5).size == 5  # in both, agreeing: passed once
+    with pytest.raises(ConfigError, match="the config sets size=1, but 2"):
+        reg.build({"type": "thing", "size": 1}, size=2)
 
 
 def test_duplicate_name_raises():

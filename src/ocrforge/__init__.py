@@ -19,6 +19,7 @@ _API = {
     "test": "ocrforge.runners.evaluate",
     "predict": "ocrforge.runners.predict",
     "export_onnx": "ocrforge.export.onnx_export",
+    "to_onnx": "ocrforge.export.onnx_export",
     "check_data": "ocrforge.runners.data_check",
 }
 

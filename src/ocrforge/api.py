@@ -7,13 +7,17 @@ from pathlib import Path
 from omegaconf import DictConfig
 from torch import nn
 
-from .engine.module import build_task
+from .engine.module import build_task, load_pretrained
 from .runners.evaluate import module_from_checkpoint
 
 
 def build_model(cfg: DictConfig) -> nn.Module:
-    """The task model described by ``cfg`` (randomly initialised, or as ``pretrained`` says)."""
-    return build_task(cfg).build_model()
+    """The task model described by ``cfg``: randomly initialised, or filled from ``model.pretrained`` (a .pth state
+    dict, an ocrforge .ckpt or a PP-OCR model name; the loaded / missing / shape-mismatched tensors are logged)."""
+    task = build_task(cfg)
+    model = task.build_model()
+    load_pretrained(task, model)
+    return model
 
 
 def load_checkpoint(path: str | Path, use_ema: bool = True) -> nn.Module:

@@ -1,13 +1,373 @@
-"""Importing the built-in modules runs their registry decorators; configs can then name them by ``type``."""
+"""Built-in components: known by name from the source, imported when a name is first built.
+
+Most component modules import torch, timm or Lightning (seconds). ``register_builtins`` reads every
+``@REGISTRY.register(...)`` decorator of the package from the source instead, so loading and checking a config
+(``ocrforge config print``) imports none of them. Validation needs each named component's constructor signature
+(and a task's ``data_schema``); ``stand_in`` reads those from the source too:
+
+- a signature from the ``__init__`` (or function) definition, following base classes inside the package; its
+  annotations evaluated against the module's imports, where a module not imported yet (torch, numpy) gives an
+  opaque class, which the validator accepts any value for, as it does for the real third-party class;
+- ``config_children`` / ``config_injected`` from literal class attributes;
+- a task's ``data_schema`` dataclass executed on its own from its class body, with the names it uses.
+
+Whatever it cannot read that way (extra decorators, a class whose ``__init__`` comes from outside the package, a
+name it cannot resolve) is imported instead: slower, never different. tests/test_config_names_plugins.py checks
+every stand-in against the imported object.
+"""
 
 from __future__ import annotations
 
+import ast
+import builtins
 import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-BUILTIN_MODULES = ("ocrforge.engine.optim", "ocrforge.tasks.cls.task", "ocrforge.tasks.rec.task",
-                   "ocrforge.tasks.det.task")
+PACKAGE = "ocrforge"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# ocrforge modules a stand-in may import for real: they import nothing heavy.
+LIGHT_MODULES = frozenset({"ocrforge.config.schema", "ocrforge.errors", "ocrforge.registry"})
+
+
+class Unreadable(Exception):
+    """The source does not tell (e.g. a name bound at run time): import the module instead."""
+
+
+class Opaque:
+    """Stands for a class of a module that is not imported (``torch.Tensor``): no constraint on a config value."""
+
+    def __class_getitem__(cls, item: Any) -> type:
+        return cls
+
+
+class _OpaqueModule:
+    def __getattr__(self, name: str) -> type:
+        return Opaque
+
+
+# --- the index: every registration in the package ------------------------------------------------------------------
+
+
+@dataclass
+class _Module:
+    name: str
+    path: Path
+    tree: ast.Module
+    is_package: bool
+    defs: dict[str, ast.ClassDef | ast.FunctionDef] = field(default_factory=dict)
+    imports: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # alias -> (module, attribute)
+    assigns: dict[str, ast.expr] = field(default_factory=dict)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _parse(path: Path) -> _Module:
+    module = _Module(_module_name(path), path, ast.parse(path.read_text(encoding="utf-8"), str(path)),
+                     path.name == "__init__.py")
+    package = module.name if module.is_package else module.name.rpartition(".")[0]
+    for node in module.tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            module.defs[node.name] = node
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                module.imports[alias.asname or alias.name.partition(".")[0]] = (
+                    alias.name if alias.asname else alias.name.partition(".")[0], None)
+        elif isinstance(node, ast.ImportFrom):
+            source = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level \
+                else node.module or ""
+            for alias in node.names:
+                module.imports[alias.asname or alias.name] = (source, alias.name)
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            module.assigns[node.targets[0].id] = node.value
+    return module
+
+
+@cache
+def _source(module: str) -> _Module:
+    relative = Path(*module.split(".")[1:])
+    path = PACKAGE_DIR / relative / "__init__.py"
+    return _parse(path if path.is_file() else (PACKAGE_DIR / relative).with_suffix(".py"))
+
+
+def _registration(decorator: ast.expr, module: _Module, default: str) -> tuple[str, str] | None:
+    """``@MODELS.register("name")`` -> (registry name, name); None for any other decorator."""
+    if not (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)
+            and decorator.func.attr == "register" and isinstance(decorator.func.value, ast.Name)):
+        return None
+    source = module.imports.get(decorator.func.value.id)
+    if source is None or source[0] != f"{PACKAGE}.registry" or source[1] is None:
+        return None
+    from . import registry
+
+    target = getattr(registry, source[1], None)
+    if not isinstance(target, registry.Registry):
+        return None
+    names = [a.value for a in decorator.args[:1] if isinstance(a, ast.Constant)]
+    names += [k.value.value for k in decorator.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)]
+    return target.name, names[0] if names else default
+
+
+@cache
+def builtin_index() -> tuple[tuple[str, str, str, str], ...]:
+    """(registry, name, module, definition) for every top-level ``@REGISTRY.register`` in the package."""
+    found = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        if ".register(" not in path.read_text(encoding="utf-8"):  # most files: no parse needed
+            continue
+        module = _source(_module_name(path))
+        for name, node in module.defs.items():
+            for decorator in node.decorator_list:
+                entry = _registration(decorator, module, name)
+                if entry is not None:
+                    found.append((entry[0], entry[1], module.name, name))
+    return tuple(found)
 
 
 def register_builtins() -> None:
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    """Make every built-in name known to its registry; its module is imported when the name is first built."""
+    from .registry import ALL_REGISTRIES
+
+    for registry, name, module, definition in builtin_index():
+        ALL_REGISTRIES[registry].register_lazy(name, module, _describer(registry, module, definition))
+
+
+def _describer(registry: str, module: str, definition: str) -> Callable[[], Any]:
+    def describe() -> Any:
+        try:
+            return stand_in(registry, module, definition)
+        except Unreadable:
+            return None
+
+    return describe
+
+
+# --- resolving names without importing ------------------------------------------------------------------------------
+
+
+def _is_stdlib(module: str) -> bool:
+    return module.partition(".")[0] in sys.stdlib_module_names
+
+
+def _imported(module: str, attribute: str | None, annotation: bool) -> Any:
+    """The value of ``from module import attribute`` (``import module`` when attribute is None)."""
+    if module in sys.modules or _is_stdlib(module) or module in LIGHT_MODULES:
+        loaded = importlib.import_module(module)
+        if attribute is None:
+            return loaded
+        if hasattr(loaded, attribute):
+            return getattr(loaded, attribute)
+        if module in sys.modules and f"{module}.{attribute}" in sys.modules:  # a submodule
+            return sys.modules[f"{module}.{attribute}"]
+        raise Unreadable(f"{module}.{attribute}")
+    if module.partition(".")[0] == PACKAGE and attribute is not None:
+        try:
+            return _resolve(_source(module), attribute, annotation)
+        except (FileNotFoundError, Unreadable):
+            if annotation:
+                return Opaque
+            raise
+    if annotation:
+        return _OpaqueModule() if attribute is None else Opaque
+    raise Unreadable(f"{module} is not imported")
+
+
+def _resolve(module: _Module, name: str, annotation: bool) -> Any:
+    """What ``name`` means at the top level of ``module``, read from the source."""
+    if name in module.imports:
+        return _imported(*module.imports[name], annotation)
+    node = module.defs.get(name)
+    if isinstance(node, ast.ClassDef):
+        try:
+            return static_class(module.name, name)
+        except Unreadable:
+            if annotation:
+                return Opaque
+            raise
+    if name in module.assigns:
+        return _evaluate(module.assigns[name], module, annotation)
+    if hasattr(builtins, name):
+        return getattr(builtins, name)
+    if annotation:
+        return Opaque
+    raise Unreadable(f"{module.name}.{name}")
+
+
+def _evaluate(expr: ast.expr, module: _Module, annotation: bool) -> Any:
+    names = {n.id: _resolve(module, n.id, annotation) for n in ast.walk(expr) if isinstance(n, ast.Name)}
+    try:
+        return eval(compile(ast.Expression(expr), str(module.path), "eval"), {"__builtins__": builtins}, names)
+    except Exception as exc:  # an expression that needs the run time (a call into torch …)
+        if annotation:
+            return Opaque
+        raise Unreadable(ast.unparse(expr)) from exc
+
+
+def _free_names(node: ast.AST) -> tuple[set[str], set[str]]:
+    """(names used as values, names used only in annotations) that ``node`` does not bind itself."""
+    bound: set[str] = set()
+    values: set[str] = set()
+    annotations: set[str] = set()
+
+    def visit(sub: ast.AST, in_annotation: bool) -> None:
+        if isinstance(sub, ast.Name):
+            (bound.add if isinstance(sub.ctx, (ast.Store, ast.Del)) else
+             (annotations if in_annotation else values).add)(sub.id)
+        elif isinstance(sub, ast.arg):
+            bound.add(sub.arg)
+        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(sub.name)
+        for name, child in ast.iter_fields(sub):
+            is_annotation = in_annotation or name in ("annotation", "returns")
+            for item in child if isinstance(child, list) else [child]:
+                if isinstance(item, ast.AST):
+                    visit(item, is_annotation)
+
+    visit(node, False)
+    return values - bound, annotations - bound - values
+
+
+# --- stand-ins ------------------------------------------------------------------------------------------------------
+
+
+@cache
+def static_class(module_name: str, name: str) -> type:
+    """A class (a data schema dataclass) executed from its class body alone, with the names it uses resolved."""
+    module = _source(module_name)
+    node = module.defs.get(name)
+    if not isinstance(node, ast.ClassDef):
+        raise Unreadable(f"{module_name}.{name}")
+    node = _without_method_annotations(node)
+    values, annotations = _free_names(node)
+    namespace: dict[str, Any] = {"__name__": module_name, "__builtins__": builtins}
+    namespace.update({n: _resolve(module, n, annotation=False) for n in values})
+    namespace.update({n: _resolve(module, n, annotation=True) for n in annotations})
+    try:
+        # Compiled without ``from __future__ import annotations`` (the module's, or this one's: dont_inherit): field
+        # annotations are evaluated here, against this namespace, so typing.get_type_hints needs no module.
+        exec(compile(ast.Module(body=[node], type_ignores=[]), str(module.path), "exec", dont_inherit=True),
+             namespace)
+    except Exception as exc:  # a base class or decorator that needs the run time
+        raise Unreadable(f"{module_name}.{name}") from exc
+    return namespace[name]
+
+
+def _without_method_annotations(node: ast.ClassDef) -> ast.ClassDef:
+    """The class without its methods' annotations, which may name the class itself (evaluated eagerly here)."""
+    node = ast.parse(ast.unparse(node)).body[0]
+    for sub in ast.walk(node):
+        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            sub.returns = None
+            for arg in (*sub.args.posonlyargs, *sub.args.args, *sub.args.kwonlyargs, sub.args.vararg,
+                        sub.args.kwarg):
+                if arg is not None:
+                    arg.annotation = None
+    return node
+
+
+_READ_DEFAULT = object()  # validation only asks whether a parameter has a default, never what it is
+
+
+def _signature(function: ast.FunctionDef, module: _Module, drop_first: bool) -> tuple[list[inspect.Parameter],
+                                                                                      dict[str, Any]]:
+    args = function.args
+    positional = [*args.posonlyargs, *args.args]
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    params, hints = [], {}
+    kinds = ([inspect.Parameter.POSITIONAL_ONLY] * len(args.posonlyargs)
+             + [inspect.Parameter.POSITIONAL_OR_KEYWORD] * len(args.args))
+    entries = list(zip(positional, defaults, kinds, strict=True))[1 if drop_first else 0:]
+    if args.vararg is not None:
+        entries.append((args.vararg, None, inspect.Parameter.VAR_POSITIONAL))
+    entries += [(a, d, inspect.Parameter.KEYWORD_ONLY) for a, d in zip(args.kwonlyargs, args.kw_defaults,
+                                                                         strict=True)]
+    if args.kwarg is not None:
+        entries.append((args.kwarg, None, inspect.Parameter.VAR_KEYWORD))
+    for arg, default, kind in entries:
+        hint = inspect.Parameter.empty if arg.annotation is None else _evaluate(arg.annotation, module, True)
+        if arg.annotation is not None:
+            hints[arg.arg] = hint
+        params.append(inspect.Parameter(arg.arg, kind, annotation=hint,
+                                        default=inspect.Parameter.empty if default is None else _READ_DEFAULT))
+    return params, hints
+
+
+def _class_chain(module: _Module, node: ast.ClassDef) -> list[tuple[_Module, ast.ClassDef]]:
+    """The class and its base classes inside the package, depth first (the MRO of single inheritance)."""
+    chain = [(module, node)]
+    for base in node.bases:
+        if isinstance(base, ast.Name) and base.id in module.defs:
+            chain += _class_chain(module, module.defs[base.id])
+        elif isinstance(base, ast.Name) and base.id in module.imports:
+            source, attribute = module.imports[base.id]
+            if source.partition(".")[0] == PACKAGE and attribute is not None:
+                owner = _source(source)
+                if not isinstance(owner.defs.get(attribute), ast.ClassDef):
+                    raise Unreadable(f"base {attribute} of {node.name}")
+                chain += _class_chain(owner, owner.defs[attribute])
+    return chain
+
+
+def _class_attribute(chain: list[tuple[_Module, ast.ClassDef]], name: str) -> ast.expr | None:
+    for _, node in chain:
+        for statement in node.body:
+            targets = statement.targets if isinstance(statement, ast.Assign) else \
+                [statement.target] if isinstance(statement, ast.AnnAssign) and statement.value is not None else []
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return statement.value
+    return None
+
+
+def _only_registered(node: ast.ClassDef | ast.FunctionDef, module: _Module) -> bool:
+    return all(_registration(d, module, node.name) is not None for d in node.decorator_list)
+
+
+@cache
+def stand_in(registry: str, module_name: str, definition: str) -> Any:
+    """What validation reads of a registered definition, from its source (raises Unreadable where it cannot)."""
+    module = _source(module_name)
+    node = module.defs[definition]
+    if not _only_registered(node, module):
+        raise Unreadable(f"{definition} has other decorators")
+    if registry == "task":
+        schema = _class_attribute(_class_chain(module, node), "data_schema")
+        if not isinstance(schema, ast.Name):
+            raise Unreadable(f"{definition}.data_schema")
+        return SimpleNamespace(__name__=definition, data_schema=_resolve(module, schema.id, annotation=False))
+    attributes: dict[str, Any] = {}
+    if isinstance(node, ast.FunctionDef):
+        params, hints = _signature(node, module, drop_first=False)
+    else:
+        chain = _class_chain(module, node)
+        init = next(((m, s) for m, c in chain for s in c.body
+                     if isinstance(s, ast.FunctionDef) and s.name == "__init__"), None)
+        if init is None or any(isinstance(s, ast.FunctionDef) and s.name in ("__new__", "__signature__")
+                               for _, c in chain for s in c.body):
+            raise Unreadable(f"{definition}: no __init__ of its own in the package")
+        params, hints = _signature(init[1], init[0], drop_first=True)
+        for name in ("config_children", "config_injected"):
+            value = _class_attribute(chain, name)
+            if value is not None:
+                try:
+                    attributes[name] = ast.literal_eval(value)
+                except ValueError as exc:
+                    raise Unreadable(f"{definition}.{name}") from exc
+
+    def described(**kwargs: Any) -> None:
+        """Stand-in: validation reads its signature and attributes; building imports the real object."""
+
+    described.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    described.__annotations__ = hints
+    described.__name__ = described.__qualname__ = definition
+    described.__dict__.update(attributes)
+    return described

@@ -15,7 +15,14 @@ from . import cli_data
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--cfg-options", dest="overrides", nargs="+", action="extend", default=[],
                         metavar="KEY=VALUE", help="override config keys (a.b.c=value, YAML values; +a.b=v adds a key)")
-    parser.add_argument("--plugins", metavar="DIR", help="import every module in DIR (registers user components)")
+    parser.add_argument("--plugins", metavar="DIR", help="import every module in DIR (or a .py file): decorated "
+                        "components register, and every other nn.Module class under its class name (recorded in "
+                        "the run's config and checkpoints)")
+
+
+def _progress_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar (none either when stderr is not a terminal); a count line every 30 s")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -28,7 +35,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue a run: the newest last.ckpt under the work dir, or CKPT")
     p.add_argument("--load-from", metavar="CKPT", help="initialise weights only (reports missing/unexpected keys)")
-    p.add_argument("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16")
+    p.add_argument("--load-from-partial", action="store_true",
+                   help="accept a --load-from file of which no tensor fits the model (else an error)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision: bf16 where the device computes it natively, fp16 on older GPUs, fp32 on a "
+                        "CPU without native bf16")
     p.add_argument("--auto-scale-lr", action="store_true", help="scale lr linearly from auto_scale_lr.base_batch_size")
     p.add_argument("--devices", help="devices per node (e.g. 2, or 'auto')")
     p.add_argument("--num-nodes", type=int)
@@ -50,6 +61,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=cli_data.int_at_least(1), default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--beam", type=int, default=0, metavar="N", help="recognition: CTC prefix beam search of width N")
+    _progress_arg(p)
 
     p = sub.add_parser("ocr", help="full OCR: detect, orient (optional), recognise; checkpoints or ONNX models")
     p.add_argument("inputs", nargs="+", help="images or folders")
@@ -65,11 +77,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--det-thresh", type=float, help="detection: override the probability binarisation threshold")
     p.add_argument("--det-box-thresh", type=float, help="detection: override the minimum mean box probability")
     p.add_argument("--det-unclip-ratio", type=float, help="detection: override the unclip ratio")
+    _progress_arg(p)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX and check parity with ONNX Runtime")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a .ckpt, or a .pth state dict with --config")
+    p.add_argument("--config", help="the model's config (needed for a .pth; replaces a checkpoint's stored config)")
     p.add_argument("--out", help="output .onnx (default: next to the checkpoint)")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even if EMA weights exist")
+    p.add_argument("--opset", type=cli_data.int_at_least(7), help="ONNX opset (export.onnx.opset)")
+    p.add_argument("--embedding", action="store_true",
+                   help="metric-learning classifiers: export the L2-normalised embedding only (export.onnx.outputs)")
+    _config_args(p)
 
     p = sub.add_parser("bench", help="training throughput: data only, model only, end to end (JSON)")
     p.add_argument("config")
@@ -86,13 +104,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="config tools")
     csub = p.add_subparsers(dest="config_command", required=True)
     q = csub.add_parser("print", help="print the effective config (bases merged, overrides applied, defaults)")
-    q.add_argument("config")
+    q.add_argument("config", help="a config file, or the name of a shipped config (see config list)")
     _config_args(q)
+    csub.add_parser("list", help="the shipped configs, which any command also takes by name")
 
     p = sub.add_parser("data", help="data tools")
     dsub = p.add_subparsers(dest="data_command", required=True)
     q = dsub.add_parser("check", help="read every sample of the configured splits and report skips by reason")
     q.add_argument("config")
+    q.add_argument("--show", type=cli_data.int_at_least(0), default=10, metavar="N",
+                   help="list the first N skipped samples of each reason with file and line (at most 1000)")
     _config_args(q)
     cli_data.add_parsers(sub)
     return parser
@@ -104,7 +125,23 @@ def _load(args: argparse.Namespace):
     overrides = list(args.overrides)
     if getattr(args, "work_dir", None):
         overrides.append(f"work_dir={args.work_dir}")
+    if args.command == "test" and args.plugins is None:
+        # The config may name a model of the plugins the checkpoint's run recorded: import them first.
+        from .config import import_recorded_plugins
+        from .engine.checkpoint import read_checkpoint
+        from .pretrained.ppocr import resolve_checkpoint
+
+        stored = (read_checkpoint(resolve_checkpoint(args.checkpoint)).get("hyper_parameters") or {}).get("config")
+        import_recorded_plugins(stored or {}, args.checkpoint)
     return load_config(args.config, overrides, plugin_dir=args.plugins)
+
+
+def _shown_path(path: Path) -> str:
+    """Relative to the working directory when below it (copy-pasteable), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _launcher_settings(args: argparse.Namespace) -> dict:
@@ -124,13 +161,22 @@ def _launcher_settings(args: argparse.Namespace) -> dict:
     return settings
 
 
+def _interrupted(out: str | None) -> int:
+    """Ctrl-C in predict / ocr: what was done is already written; say where, exit as shells expect (128 + SIGINT)."""
+    if out:
+        print(f"the results of the images done so far are in {out}", file=sys.stderr)
+    return 130
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .runners.train import train
 
-        result = train(_load(args), resume=args.resume, load_from=args.load_from, amp=args.amp,
-                       auto_scale_lr=args.auto_scale_lr, **_launcher_settings(args))
-        print(f"run folder: {result.run_dir}\nbest: {result.metrics['best']}")
+        result = train(_load(args), resume=args.resume, load_from=args.load_from,
+                       load_from_partial=args.load_from_partial, amp=args.amp, auto_scale_lr=args.auto_scale_lr,
+                       **_launcher_settings(args))
+        print(f"run folder: {result.run_dir}\nbest: {result.metrics['best']}\nstopped by: "
+              f"{result.metrics['stopped_by']}")
     elif args.command == "test":
         from .runners.evaluate import test
 
@@ -138,30 +184,34 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "predict":
         from .runners.predict import predict
 
-        result = predict(args.model, args.inputs, out=args.out, batch_size=args.batch_size, device=args.device,
-                         beam_width=args.beam)
-        if args.out is None:
-            for row in result["predictions"]:
-                print(json.dumps(row, ensure_ascii=False))
+        try:  # rows stream to --out (or stdout) as they are done
+            result = predict(args.model, args.inputs, out=args.out or sys.stdout, batch_size=args.batch_size,
+                             device=args.device, beam_width=args.beam, progress=args.progress)
+        except KeyboardInterrupt:
+            return _interrupted(args.out)
         print(f"{len(result['predictions'])} predicted, skipped {result['skipped'] or 'none'}", file=sys.stderr)
     elif args.command == "ocr":
         from .runners.ocr import ocr
 
         overrides = {k: v for k, v in (("thresh", args.det_thresh), ("box_thresh", args.det_box_thresh),
                                        ("unclip_ratio", args.det_unclip_ratio)) if v is not None}
-        result = ocr(args.inputs, args.det, args.rec, args.cls, out=args.out, show_dir=args.show_dir,
-                     device=args.device, rec_batch_size=args.rec_batch_size, drop_score=args.drop_score,
-                     cls_threshold=args.cls_threshold, det_postprocess=overrides)
-        if args.out is None:
-            for row in result["results"]:
-                print(json.dumps(row, ensure_ascii=False))
+        try:  # rows stream to --out (or stdout) as they are done
+            result = ocr(args.inputs, args.det, args.rec, args.cls, out=args.out or sys.stdout,
+                         show_dir=args.show_dir, device=args.device, rec_batch_size=args.rec_batch_size,
+                         drop_score=args.drop_score, cls_threshold=args.cls_threshold, det_postprocess=overrides,
+                         progress=args.progress)
+        except KeyboardInterrupt:
+            return _interrupted(args.out)
         words = sum(len(r["words"]) for r in result["results"])
         print(f"{len(result['results'])} images, {words} words, skipped {result['skipped'] or 'none'}",
               file=sys.stderr)
     elif args.command == "export":
         from .export.onnx_export import export_onnx
 
-        report = export_onnx(args.checkpoint, args.out, use_ema=not args.no_ema)
+        flags = ([f"export.onnx.opset={args.opset}"] if args.opset is not None else []) + (
+            ["export.onnx.outputs=[embedding]"] if args.embedding else [])
+        report = export_onnx(args.checkpoint, args.out, use_ema=not args.no_ema, config=args.config,
+                             overrides=[*args.overrides, *flags], plugin_dir=args.plugins)
         print(json.dumps(report, indent=2))
     elif args.command == "bench":
         from .runners.bench import bench
@@ -172,15 +222,23 @@ def _run(args: argparse.Namespace) -> int:
         if args.out:
             Path(args.out).write_text(text + "\n")
         print(text)
+    elif args.command == "config" and args.config_command == "list":
+        from .config import shipped_configs
+
+        rows = [(c.name, c.task, _shown_path(c.path), c.description) for c in shipped_configs()]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)] if rows else [0, 0, 0]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3])
     elif args.command == "config":
         from .config import to_yaml
 
         print(to_yaml(_load(args)), end="")
     elif args.command == "data":
-        from .runners.data_check import check_data
+        from .runners.data_check import check_data, summary
 
-        report = check_data(_load(args))
-        print(json.dumps(report, indent=2))
+        report = check_data(_load(args), show=args.show)
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(summary(report), file=sys.stderr)
     return 0
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 # A value check: None when the value is fine, else what is wrong with it ("must be at least 1, got 0"). Checks run
@@ -63,18 +64,33 @@ def checked(default: Any, check: Check) -> Any:
     return field(default=default, metadata={"check": check})
 
 
+def _height_width(value: Any) -> str | None:
+    if len(value) != 2 or not all(v >= 1 for v in value):
+        return f"must be [height, width], two positive integers, got {value}"
+    return None
+
+
+def image_size_field(default: list[int]) -> Any:
+    """``data.image_size`` of every task: [H, W] (a wrong length failed only in the sanity check, IndexError)."""
+    return field(default_factory=lambda: list(default), metadata={"check": _height_width})
+
+
 def registry_node(registry: str, default_type: str | None = None, extra: type | None = None,
-                  injected: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None) -> Any:
+                  injected: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
+                  supplied: tuple[str, ...] = ()) -> Any:
     """A field whose value is ``{type: NAME, **kwargs}`` built by ``registry``.
 
     ``extra`` names a dataclass with keys accepted beside the constructor's (e.g. DataLoader settings);
-    ``injected`` names constructor arguments the engine passes itself, which a config must not set; ``checks``
-    apply to constructor arguments of that name, whichever type is registered (e.g. every optimizer's ``lr``).
+    ``injected`` names constructor arguments the engine passes itself, which a config must not set; ``supplied``
+    names arguments a task passes too, which a config may still set (to the same value: a plugin model's
+    ``num_classes``) but need not; ``checks`` apply to constructor arguments of that name, whichever type is
+    registered (e.g. every optimizer's ``lr``).
     """
     default = {"type": default_type} if default_type else None
     return field(
         default_factory=(lambda: dict(default)) if default else (lambda: None),
-        metadata={"registry": registry, "extra": extra, "injected": injected, "checks": dict(checks or {})},
+        metadata={"registry": registry, "extra": extra, "injected": injected, "checks": dict(checks or {}),
+                  "supplied": supplied},
     )
 
 
@@ -94,6 +110,41 @@ class LoaderSchema:
     bucket_by_length: bool = False
     # Per-split augmentation pipeline: a list of {type: ..., **kwargs} from the transform registry.
     transforms: list[dict[str, Any]] = field(default_factory=list, metadata={"registry_list": "transform"})
+
+
+def _weights_source(value: Any) -> str | None:
+    if value is None or Path(value).is_file():
+        return None
+    from ..pretrained.ppocr import ZOO, lookup  # only for values that are not files: keeps validation light
+
+    if lookup(value) is not None:
+        return None
+    return (f"no such file: {value} (a .pth state dict, an ocrforge .ckpt, or a PP-OCR model name: "
+            f"{', '.join(ZOO)})")
+
+
+@dataclass
+class ModelWeightsSchema:
+    """Keys of the ``model`` section that ocrforge reads itself, beside the model constructor's."""
+
+    # Weights loaded into the whole model as soon as it is built (``ocrforge.build_model``, training): a .pth state
+    # dict, an ocrforge .ckpt or a PP-OCR model name, with a loaded/missing/shape-mismatched report. A boolean
+    # ``pretrained`` stays the model's own argument (the Classifier's timm ImageNet weights).
+    pretrained: str | None = checked(None, _weights_source)
+
+
+def model_spec(model: Mapping) -> dict[str, Any]:
+    """The ``model`` section as constructor arguments: a weights ``pretrained`` is ocrforge's, not the model's."""
+    spec = dict(model)
+    if not isinstance(spec.get("pretrained"), bool):
+        spec.pop("pretrained", None)
+    return spec
+
+
+def pretrained_weights(model: Mapping) -> str | None:
+    """``model.pretrained`` when it names weights to load (see ``ModelWeightsSchema``), else None."""
+    value = model.get("pretrained")
+    return value if isinstance(value, str) else None
 
 
 @dataclass
@@ -174,15 +225,47 @@ class LoggingSchema:
     mlflow: MlflowSchema = field(default_factory=MlflowSchema)
 
 
+def _names(count: int | None = None) -> Check:
+    """A list of distinct non-empty names, ``count`` of them when given (null: the task's own)."""
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if count is not None and len(value) != count:
+            return f"takes {count} name{'s' * (count > 1)} (every task's model has one input), got {value}"
+        if not value or not all(value) or len(set(value)) != len(value):
+            return f"must be distinct non-empty names, got {value}"
+        return None
+
+    return check
+
+
+def _dynamic_axes(value: Any) -> str | None:
+    """torch.onnx's form: input/output name -> {axis index: axis name} or [axis indices]."""
+    for name, axes in (value or {}).items():
+        indices = list(axes) if isinstance(axes, (Mapping, list)) else None
+        if indices is None or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices):
+            return f"'{name}': expected {{axis index: name}} or [axis indices], got {axes!r}"
+        if isinstance(axes, Mapping) and not all(isinstance(n, str) and n for n in axes.values()):
+            return f"'{name}': axis names must be non-empty strings, got {axes!r}"
+    return None
+
+
 @dataclass
 class OnnxSchema:
-    opset: int = 17
-    input_names: list[str] | None = None
-    output_names: list[str] | None = None
-    dynamic_axes: dict[str, Any] | None = None
+    # Checked against the installed onnx package when exporting (`ocrforge export --opset N`).
+    opset: int = checked(17, at_least(7))
+    input_names: list[str] | None = checked(None, _names(1))
+    # Names of the graph's outputs, one per exported output (see ``outputs``); null: the task's own names.
+    output_names: list[str] | None = checked(None, _names())
+    # Which of the task's outputs the graph returns, in this order; null: all of them. [embedding]: the
+    # L2-normalised embedding alone, for metric-learning classifiers (cosface / arcface heads).
+    outputs: list[str] | None = checked(None, _names())
+    # Keyed by input/output name (the graph's, or the task's before renaming); null: the task's own axes.
+    dynamic_axes: dict[str, Any] | None = checked(None, _dynamic_axes)
     # [N, C, H, W] of the example input; the task derives it from the data section when left empty.
     input_shape: list[int] | None = None
-    tolerance: float = 1e-4
+    tolerance: float = checked(1e-4, at_least(0))
     dynamo: bool = False
 
 
@@ -205,8 +288,17 @@ class RootSchema:
     work_dir: str = "work_dirs"
     seed: int = 42
     deterministic: bool = False
+    # Modules imported for their registrations (found on sys.path, in the working directory, the config's folder or
+    # import_paths); like plugins, their undecorated nn.Module classes register under their class names.
     custom_imports: list[str] = field(default_factory=list)
-    model: dict[str, Any] = registry_node("model")
+    # Plugin folders (or .py files), relative to the config file; every module in them is imported and every
+    # nn.Module subclass defined there registered by class name (--plugins DIR adds one). The effective config,
+    # and so every checkpoint, records them as absolute paths: export, predict, test and ocr need no flag.
+    plugins: list[str] = field(default_factory=list)
+    # Extra folders searched for custom_imports; the effective config adds those they were found in.
+    import_paths: list[str] = field(default_factory=list)
+    # cls and rec pass num_classes (the class count, the charset size) to every model; a plugin model may take it.
+    model: dict[str, Any] = registry_node("model", extra=ModelWeightsSchema, supplied=("num_classes",))
     loss: dict[str, Any] = registry_node("loss")
     data: dict[str, Any] = field(default_factory=dict)  # validated by the task's data_schema
     optimizer: dict[str, Any] = registry_node("optimizer", "adamw", injected=("params",),
@@ -220,6 +312,8 @@ class RootSchema:
     export: ExportSchema = field(default_factory=ExportSchema)
     auto_scale_lr: AutoScaleLrSchema = field(default_factory=AutoScaleLrSchema)
     load_from: str | None = None
+    # Accept a load_from file of which no tensor fits the model (otherwise an error: it would train from scratch).
+    load_from_partial: bool = False
 
 
 LOADER_KEYS = frozenset(f.name for f in dataclasses.fields(LoaderSchema))

@@ -107,7 +107,8 @@ def constructor_params(obj: Any) -> tuple[dict[str, inspect.Parameter], dict[str
 
 
 def _check_registry_node(node: Any, registry: str, extra: type | None, path: str, ctx: _Context,
-                         injected: Sequence[str] = (), checks: Mapping[str, Any] | None = None) -> None:
+                         injected: Sequence[str] = (), checks: Mapping[str, Any] | None = None,
+                         supplied: Sequence[str] = ()) -> None:
     if node is None:
         return
     if not isinstance(node, Mapping):
@@ -121,7 +122,7 @@ def _check_registry_node(node: Any, registry: str, extra: type | None, path: str
         ctx.error(f"{path}.type", f"expected a {registry} name, got {type(node['type']).__name__} {node['type']!r}")
         return
     try:
-        obj = reg.get(node["type"])
+        obj = reg.describe(node["type"])  # a built-in's signature without importing its module
     except KeyError as exc:
         ctx.error(f"{path}.type", str(exc.args[0]))
         return
@@ -136,7 +137,9 @@ def _check_registry_node(node: Any, registry: str, extra: type | None, path: str
         sub = f"{path}.{key}"
         if key == "type" or ctx.is_extra(sub):
             continue
-        if key in extra_fields:
+        # A key that is both an extra and a constructor argument goes where its type fits: ``model.pretrained`` is
+        # a weights path for ocrforge, a boolean for the Classifier (timm's ImageNet weights).
+        if key in extra_fields and (key not in params or matches_type(value, extra_hints[key])):
             _check_field(value, extra_fields[key], extra_hints[key], sub, ctx)
         elif key in children:
             if isinstance(value, list):
@@ -153,14 +156,15 @@ def _check_registry_node(node: Any, registry: str, extra: type | None, path: str
         elif not var_kw and not ctx.leads_to_extra(sub):
             ctx.error(sub, f"unknown key for {registry} '{node['type']}'{_closest(key, valid)}")
     for name, param in params.items():
-        if param.default is inspect.Parameter.empty and name not in node and name not in injected:
+        if param.default is inspect.Parameter.empty and name not in node and name not in (*injected, *supplied):
             ctx.error(f"{path}.{name}", f"required by {registry} '{node['type']}' but not set")
 
 
 def _check_field(value: Any, fld: dataclasses.Field, hint: Any, path: str, ctx: _Context) -> None:
     if "registry" in fld.metadata:
         _check_registry_node(value, fld.metadata["registry"], fld.metadata.get("extra"), path, ctx,
-                             fld.metadata.get("injected", ()), fld.metadata.get("checks"))
+                             fld.metadata.get("injected", ()), fld.metadata.get("checks"),
+                             fld.metadata.get("supplied", ()))
     elif "registry_list" in fld.metadata:
         if not isinstance(value, list):
             ctx.error(path, f"expected a list of {{type: ...}} mappings, got {type(value).__name__}")
@@ -208,7 +212,7 @@ def validate(cfg: Mapping, provenance: dict[str, str], allowed_extra: set[str]) 
     task_cls = None
     if isinstance(task_name, str):
         try:
-            task_cls = ALL_REGISTRIES["task"].get(task_name)
+            task_cls = ALL_REGISTRIES["task"].describe(task_name)
         except KeyError as exc:
             ctx.error("task", str(exc.args[0]))
     if task_cls is not None:

@@ -7,14 +7,14 @@ small set is up-weighted against a large one.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .label_files import read_label_file
+from .label_files import read_label_lines
+from .skips import LineOrigins, SkipCounter, count_skip
 
 
 def _ratios(ratios: float | Sequence[float] | None, count: int) -> list[float]:
@@ -41,8 +41,9 @@ def sample_by_ratio(items: Sequence, ratio: float, rng: np.random.Generator) -> 
 
 def read_rec_labels(label_files: Sequence[str | Path], data_root: str | Path | None = None,
                     ratios: float | Sequence[float] | None = None, max_length: int | None = None,
-                    seed: int = 0) -> tuple[list[tuple[str, str]], Counter]:
-    """All usable ``(image path, label)`` pairs of ``label_files`` after sampling, and the skips by reason.
+                    seed: int = 0, origins: LineOrigins | None = None) -> tuple[list[tuple[str, str]], SkipCounter]:
+    """All usable ``(image path, label)`` pairs of ``label_files`` after sampling, and the skips by reason (with
+    the file and line of the first ones); ``origins``, if given, receives the file and line of every sample.
 
     Paths are resolved against ``data_root`` (default: each file's folder). Skip reasons: those of
     ``read_label_file`` (``malformed_line``, ``carriage_return``, ``control_character``), ``empty_label`` (nothing
@@ -51,16 +52,21 @@ def read_rec_labels(label_files: Sequence[str | Path], data_root: str | Path | N
     """
     if not label_files:
         raise DataError("no recognition label files given")
-    skips: Counter = Counter()
+    skips = SkipCounter()
     samples: list[tuple[str, str]] = []
     for position, (file, ratio) in enumerate(zip(label_files, _ratios(ratios, len(label_files)))):
-        usable = []
-        for path, label in read_label_file(file, data_root, skips):
+        usable, lines = [], []
+        for line, path, label in read_label_lines(file, data_root, skips):
             if not label.strip():
-                skips["empty_label"] += 1
+                count_skip(skips, "empty_label", label_file=str(file), line=line, path=path)
             elif max_length is not None and len(label) > max_length:
-                skips["label_too_long"] += 1
+                count_skip(skips, "label_too_long", label_file=str(file), line=line, path=path)
             else:
                 usable.append((path, label))
-        samples += sample_by_ratio(usable, ratio, np.random.default_rng([seed, position]))
+                lines.append(line)
+        # Indices are drawn, not the pairs themselves: the same draw picks each sample's line number too.
+        picked = sample_by_ratio(range(len(usable)), ratio, np.random.default_rng([seed, position]))
+        samples += [usable[i] for i in picked]
+        if origins is not None:
+            origins.extend(str(file), [lines[i] for i in picked])
     return samples, skips

@@ -5,15 +5,21 @@ from __future__ import annotations
 import inspect
 import math
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
+from ..config.schema import pretrained_weights
 from ..data.collate import COUNT_KEY, SKIP_KEY
+from ..errors import CheckpointError
 from ..registry import OPTIMIZERS, SCHEDULERS, TASKS
 from ..tasks.base import Task
+from .checkpoint import load_weights_report, model_state, read_checkpoint, require_matching_weights
 
 
 def build_task(cfg: DictConfig) -> Task:
@@ -23,16 +29,42 @@ def build_task(cfg: DictConfig) -> Task:
     return TASKS.get(cfg.task)(cfg)
 
 
+def load_pretrained(task: Task, model: nn.Module) -> dict[str, Any] | None:
+    """Fill ``model`` from ``model.pretrained`` (a .pth state dict, an ocrforge .ckpt or a PP-OCR model name) as
+    ``--load-from`` does: remapped where the task changed (a dictionary), what fits loaded; returns the report, or
+    None when the config names no weights. Weights of which no tensor fits are an error, not a silent fresh start."""
+    from ..pretrained.ppocr import resolve_checkpoint
+
+    source = pretrained_weights(task.cfg.model)
+    if source is None:
+        return None
+    checkpoint = read_checkpoint(resolve_checkpoint(source, task.name))
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"model.pretrained: {source} holds a {type(checkpoint).__name__}, not a state dict "
+                              f"(save model.state_dict(), not the model)")
+    stored = (checkpoint.get("hyper_parameters") or {}).get("config")
+    state, remap = task.remap_state(model_state(checkpoint), stored, model)
+    report = load_weights_report(model, state)
+    require_matching_weights(report, f"model.pretrained {source}", "Point model.pretrained at weights of this model.")
+    if remap is not None:
+        report["charset_remap"] = remap
+    rank_zero_info(f"pretrained {source}: {len(report['loaded'])} tensors loaded, missing {report['missing']}, "
+                   f"unexpected {report['unexpected']}, shape-mismatched {report['shape_mismatched']}")
+    return {"source": str(source), **report}
+
+
 class TaskModule(L.LightningModule):
     """Generic training/validation/test steps over a Task. The effective config is saved in every checkpoint."""
 
-    def __init__(self, config: dict[str, Any], lr_scale: float = 1.0) -> None:
+    def __init__(self, config: dict[str, Any], lr_scale: float = 1.0, pretrained: bool = True) -> None:
         super().__init__()
         self.cfg = OmegaConf.create(config)
         self.task = build_task(self.cfg)  # may resolve derived values (e.g. class names) into self.cfg
         self.save_hyperparameters({"config": OmegaConf.to_container(self.cfg), "lr_scale": lr_scale})
         self.lr_scale = lr_scale
         self.model = self.task.build_model()
+        # ``model.pretrained`` starts a training run; a checkpoint being read brings its own weights (pretrained=False).
+        self.pretrained_report = load_pretrained(self.task, self.model) if pretrained else None
         self.criterion = self.task.build_loss()
         self.val_metric = self.task.build_metric()
         self.test_metric = self.task.build_metric()

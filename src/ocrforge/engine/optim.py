@@ -72,12 +72,29 @@ def poly(optimizer, total_steps: int, steps_per_epoch: int, power: float = 0.9, 
     return LambdaLR(optimizer, factor)
 
 
+class _RunLengthOneCycleLR(OneCycleLR):
+    """OneCycle over the length of the run that builds it, also when that run resumes a checkpoint.
+
+    torch's OneCycleLR saves its ``total_steps`` and phase boundaries, so restoring the state of a shorter run
+    would end the schedule at the old length (``Tried to step N times`` once training goes past it). A resumed run
+    with a new ``max_steps`` / ``max_epochs`` keeps the phases built for its new length and continues from the
+    restored step -- as cosine and poly do, whose step functions always take the current run's total: the curve is
+    stretched (or shrunk) to the new length and the LR moves onto it from the next step. Same length: exact resume.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        own = {"total_steps": self.total_steps, "_schedule_phases": self._schedule_phases}
+        super().load_state_dict(state_dict)
+        self.__dict__.update(own)
+
+
 @SCHEDULERS.register("onecycle")
 def onecycle(optimizer, total_steps: int, steps_per_epoch: int, pct_start: float = 0.1, div_factor: float = 25.0,
              final_div_factor: float = 1e4, anneal_strategy: str = "cos") -> LRScheduler:
     max_lr = [group["lr"] for group in optimizer.param_groups]
-    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(total_steps, 1), pct_start=pct_start,
-                      div_factor=div_factor, final_div_factor=final_div_factor, anneal_strategy=anneal_strategy)
+    return _RunLengthOneCycleLR(optimizer, max_lr=max_lr, total_steps=max(total_steps, 1), pct_start=pct_start,
+                                div_factor=div_factor, final_div_factor=final_div_factor,
+                                anneal_strategy=anneal_strategy)
 
 
 @SCHEDULERS.register("multistep")

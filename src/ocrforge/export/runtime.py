@@ -45,5 +45,7 @@ class OnnxModel:
         self.processing = inference_module(self.meta["task"])
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs keyed by the task's names (metadata ``outputs``, in graph order), which the decoders read: a graph
+        whose outputs were renamed at export (``export.onnx.output_names``) decodes like any other."""
         outputs = self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})
-        return dict(zip(self.output_names, outputs, strict=True))
+        return dict(zip(self.meta.get("outputs", self.output_names), outputs, strict=True))

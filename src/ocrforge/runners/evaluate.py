@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from ..builtins import register_builtins
-from ..config import to_yaml
+from ..config import import_recorded_plugins, to_yaml
 from ..data.collate import SKIPPED_ITEMS_KEY
 from ..engine.checkpoint import load_weights_report, model_state, read_checkpoint
 from ..engine.data import TaskDataModule
@@ -70,6 +70,7 @@ def module_from_checkpoint(ckpt_path: str | Path, cfg: DictConfig | None = None,
         if stored is None:
             raise CheckpointError(f"{ckpt_path} holds no ocrforge config; pass the config file as well")
         config = stored
+        import_recorded_plugins(config, ckpt_path)  # a plugin model: its classes must be registered first
     else:
         config = OmegaConf.to_container(cfg)
         if stored is not None and stored.get("task") != config.get("task"):
@@ -78,7 +79,7 @@ def module_from_checkpoint(ckpt_path: str | Path, cfg: DictConfig | None = None,
         if stored is not None:
             register_builtins()
             TASKS.get(config["task"]).adopt_from_checkpoint(config, stored)
-    module = TaskModule(config)
+    module = TaskModule(config, pretrained=False)  # the checkpoint's weights, not model.pretrained's
     report = load_weights_report(module.model, model_state(checkpoint, use_ema))
     problems = {k: v for k, v in report.items() if k != "loaded" and v}
     if problems:

@@ -8,12 +8,11 @@ imported.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -22,7 +21,8 @@ from ..data.converters.det_to_crops import TALL_RATIO, crop_quad
 from ..errors import ConfigError
 from ..export.runtime import inference_module
 from .ocr_visualize import save_ocr_picture
-from .predict import collect_images, infer, load_backend, readable_images
+from .predict import collect_images, infer, load_backend, read_or_skip
+from .progress import Progress, open_output
 
 Backend = Callable[[np.ndarray], dict]
 
@@ -139,26 +139,27 @@ class OcrPipeline:
 
 
 def ocr(inputs: Iterable[str | Path], det: str | Path, rec: str | Path, cls: str | Path | None = None, *,
-        out: str | Path | None = None, show_dir: str | Path | None = None, device: str = "cpu",
-        **pipeline_kwargs: Any) -> dict[str, Any]:
-    """Read every image under ``inputs``; unreadable files are counted per reason, never fatal."""
+        out: str | Path | TextIO | None = None, show_dir: str | Path | None = None, device: str = "cpu",
+        progress: bool = True, **pipeline_kwargs: Any) -> dict[str, Any]:
+    """Read every image under ``inputs``; unreadable files are counted per reason, never fatal.
+
+    ``out`` (a path, or a stream such as ``sys.stdout``) receives one JSON line per image as soon as it is read,
+    flushed, so an interrupted run keeps what it did. ``progress``: a bar on stderr when it is a terminal (else,
+    and without it, a count line now and then)."""
     pipeline = OcrPipeline(det, rec, cls, device=device, **pipeline_kwargs)
     files = collect_images(inputs)
     skipped: Counter = Counter()
     results = []
-    handle = None
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        handle = open(out, "w", encoding="utf-8")
-    try:
-        for number, (file, image) in enumerate(readable_images(files, skipped)):
-            result = {"path": str(file), **pipeline(image)}
-            results.append(result)
-            if handle is not None:
-                handle.write(json.dumps(result, ensure_ascii=False) + "\n")
-            if show_dir is not None:
-                save_ocr_picture(image, result["words"], Path(show_dir) / f"{number:05d}_{file.stem[:60]}.jpg")
-    finally:
-        if handle is not None:
-            handle.close()
+    with open_output(out) as handle, Progress(len(files), "ocr", bar=progress) as bar:
+        for file in files:
+            image = read_or_skip(file, skipped)
+            if image is not None:
+                result = {"path": str(file), **pipeline(image)}
+                results.append(result)
+                if handle is not None:
+                    bar.emit(handle, [result])
+                if show_dir is not None:
+                    picture = Path(show_dir) / f"{len(results) - 1:05d}_{file.stem[:60]}.jpg"
+                    save_ocr_picture(image, result["words"], picture)
+            bar.advance(1)
     return {"results": results, "num_images": len(files), "skipped": dict(skipped)}

@@ -5,19 +5,19 @@ Both back-ends share the same numpy pre- and post-processing; the ONNX path neve
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from ..data.images import IMAGE_SUFFIXES, SampleSkipped, read_image
 from ..errors import ConfigError
 from ..export.runtime import OnnxModel, inference_module
+from .progress import Progress, open_output
 
 log = logging.getLogger("ocrforge")
 
@@ -61,28 +61,34 @@ def load_backend(model: str | Path, device: str = "cpu") -> tuple[Callable[[np.n
     return _torch_backend(model, device)
 
 
-def readable_images(files: Iterable[Path], skipped: Counter) -> Iterator[tuple[Path, np.ndarray]]:
-    """Each file with its RGB image; unreadable files are logged and counted by reason, never fatal."""
+def read_or_skip(file: Path, skipped: Counter) -> np.ndarray | None:
+    """The file's RGB image, or None for an unreadable file (logged and counted by reason, never fatal)."""
+    try:
+        return read_image(file)
+    except SampleSkipped as exc:
+        skipped[exc.reason] += 1
+        log.warning("skipped %s: %s", file, exc)
+        return None
+
+
+def _batches(files: list[Path], size: int,
+             skipped: Counter) -> Iterator[tuple[list[Path], list[np.ndarray], int]]:
+    """Batches of readable images, each with the number of files it used up (unreadable ones included, so that
+    progress counts every file)."""
+    paths: list[Path] = []
+    images: list[np.ndarray] = []
+    used = 0
     for file in files:
-        try:
-            image = read_image(file)
-        except SampleSkipped as exc:
-            skipped[exc.reason] += 1
-            log.warning("skipped %s: %s", file, exc)
-            continue
-        yield file, image
-
-
-def _batches(files: list[Path], size: int, skipped: Counter) -> Iterator[tuple[list[Path], list[np.ndarray]]]:
-    paths, images = [], []
-    for file, image in readable_images(files, skipped):
-        paths.append(file)
-        images.append(image)
+        used += 1
+        image = read_or_skip(file, skipped)
+        if image is not None:
+            paths.append(file)
+            images.append(image)
         if len(paths) == size:
-            yield paths, images
-            paths, images = [], []
-    if paths:
-        yield paths, images
+            yield paths, images, used
+            paths, images, used = [], [], 0
+    if used:
+        yield paths, images, used
 
 
 def infer(processing: ModuleType, run: Callable[[np.ndarray], dict], meta: dict,
@@ -103,23 +109,26 @@ def infer(processing: ModuleType, run: Callable[[np.ndarray], dict], meta: dict,
     return results
 
 
-def predict(model: str | Path, inputs: Iterable[str | Path], *, out: str | Path | None = None,
-            batch_size: int = 32, device: str = "cpu", beam_width: int = 0) -> dict[str, Any]:
+def predict(model: str | Path, inputs: Iterable[str | Path], *, out: str | Path | TextIO | None = None,
+            batch_size: int = 32, device: str = "cpu", beam_width: int = 0, progress: bool = True) -> dict[str, Any]:
     """Predict every image under ``inputs``; unreadable files are counted per reason, never fatal.
 
-    ``beam_width`` > 1 decodes recognisers with CTC prefix beam search instead of greedy."""
+    ``out`` (a path, or a stream such as ``sys.stdout``) receives one JSON line per image as each batch is done,
+    flushed, so an interrupted run keeps what it did. ``progress``: a bar on stderr when it is a terminal (else,
+    and without it, a count line now and then). ``beam_width`` > 1 decodes recognisers with CTC prefix beam
+    search instead of greedy."""
     run, meta = load_backend(model, device)
     meta = {**meta, "beam_width": beam_width}
     processing = inference_module(meta["task"])
     files = collect_images(inputs)
     skipped: Counter = Counter()
     results: list[dict] = []
-    for paths, images in _batches(files, batch_size, skipped):
-        for path, pred in zip(paths, infer(processing, run, meta, images), strict=True):
-            results.append({"path": str(path), **pred})
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8") as handle:
-            for row in results:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with open_output(out) as handle, Progress(len(files), "predict", bar=progress) as bar:
+        for paths, images, used in _batches(files, batch_size, skipped):
+            rows = [{"path": str(path), **pred}
+                    for path, pred in zip(paths, infer(processing, run, meta, images), strict=True)]
+            results += rows
+            if handle is not None:
+                bar.emit(handle, rows)
+            bar.advance(used)
     return {"predictions": results, "num_images": len(files), "skipped": dict(skipped)}

@@ -15,10 +15,18 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import to_yaml
-from ..engine.checkpoint import load_weights_report, model_state, read_checkpoint
+from ..engine.checkpoint import (
+    check_resumable,
+    check_resumable_weights,
+    load_weights_report,
+    model_state,
+    read_checkpoint,
+    require_matching_weights,
+)
 from ..engine.data import TaskDataModule, build_dataloader
 from ..engine.module import TaskModule
 from ..engine.rundir import (
@@ -29,7 +37,7 @@ from ..engine.rundir import (
     run_dir_of_checkpoint,
     write_json,
 )
-from ..engine.trainer import build_trainer, resolve_precision, tune_cpu_threads
+from ..engine.trainer import build_trainer, resolve_precision, stop_reason, tune_cpu_threads
 from ..errors import CheckpointError, ConfigError
 from .evaluate import UnevaluatedSamples
 
@@ -65,13 +73,12 @@ def resolve_resume(resume: str | bool | None, cfg: DictConfig) -> Path | None:
     return path
 
 
-def _checkpoint_step(path: Path) -> int:
-    """The optimiser step a checkpoint was written at (memory-mapped: the tensors are not read)."""
+def _read_resume_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint to resume, memory-mapped: its step, config and tensor shapes are read, not its tensors."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.__class__.__name__}: {exc}") from None
-    return int(checkpoint.get("global_step", 0))
 
 
 def _lr_scale(cfg: DictConfig, devices: int) -> float:
@@ -143,64 +150,81 @@ def _report_dataset_skips(datamodule: TaskDataModule) -> dict[str, dict[str, int
     return report
 
 
-def train(cfg: DictConfig, *, resume: str | bool | None = None, load_from: str | None = None, amp: bool = False,
-          auto_scale_lr: bool = False, devices: Any = None, num_nodes: int | None = None,
-          strategy: str | None = None, callbacks: list[L.Callback] | None = None) -> TrainResult:
+def train(cfg: DictConfig, *, resume: str | bool | None = None, load_from: str | None = None,
+          load_from_partial: bool = False, amp: bool = False, auto_scale_lr: bool = False, devices: Any = None,
+          num_nodes: int | None = None, strategy: str | None = None,
+          callbacks: list[L.Callback] | None = None) -> TrainResult:
     """Train ``cfg`` (a config from ``load_config``) and return where the run went and what it reached.
 
-    ``callbacks`` are added to the built-in ones (Python API only).
+    ``load_from_partial`` (or ``load_from_partial: true``) accepts a ``load_from`` file of which no tensor fits the
+    model. ``callbacks`` are added to the built-in ones (Python API only). Everything that can be checked before
+    training is checked before a run folder is created or, for ``resume``, written to; the folder of a run that
+    then ends gets a ``status.json`` (finished / interrupted / failed, why, at which step).
     """
     L.seed_everything(cfg.seed, workers=True)
     resume_path = resolve_resume(resume, cfg)
-    previous = run_dir_of_checkpoint(resume_path) if resume_path else None
     inherited = os.environ.get(RUN_DIR_ENV)
-    # A resumed run continues in its own folder; a fresh one never reuses an earlier folder.
-    run_dir = previous or new_run_dir(cfg.work_dir, cfg.project, cfg.exp_name)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
-        return _fit(cfg, run_dir, resume_path, load_from, amp, auto_scale_lr, devices, num_nodes, strategy,
-                    callbacks or [])
+        return _fit(cfg, resume_path, load_from, load_from_partial or bool(cfg.get("load_from_partial")), amp,
+                    auto_scale_lr, devices, num_nodes, strategy, callbacks or [])
     finally:
         if inherited is None:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
-def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: str | None, amp: bool,
+def _load_from(module: TaskModule, source: str, partial: bool) -> dict[str, Any]:
+    """``--load-from``: the weights that fit, and the report of what did not; no fitting tensor at all is an error
+    unless ``partial``."""
+    from ..pretrained.ppocr import resolve_checkpoint
+
+    checkpoint = read_checkpoint(resolve_checkpoint(source))
+    stored = (checkpoint.get("hyper_parameters") or {}).get("config")
+    state, remap = module.task.remap_state(model_state(checkpoint), stored, module.model)
+    report: dict[str, Any] = load_weights_report(module.model, state)
+    if not partial:
+        require_matching_weights(report, f"--load-from {source}",
+                                 "Pass --load-from-partial (load_from_partial: true) to train from it anyway")
+    if remap is not None:
+        report["charset_remap"] = remap
+        rank_zero_info(f"load-from: dictionary changed: {remap['kept_chars']} characters kept, "
+                       f"{len(remap['new_chars'])} new, {len(remap['dropped_chars'])} dropped")
+    rank_zero_info(f"load-from {source}: {len(report['loaded'])} tensors loaded, missing {report['missing']}, "
+                   f"unexpected {report['unexpected']}, shape-mismatched {report['shape_mismatched']}")
+    return report
+
+
+def _ended(exc: BaseException, trainer: L.Trainer | None, run_dir: Path) -> dict[str, Any]:
+    """status.json of a run that ended with ``exc``: pre-emption and Ctrl-C leave a resumable run, anything else
+    a failed one (the message is the one the CLI printed)."""
+    step = trainer.global_step if trainer is not None else None
+    if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return {"status": "failed", "error": f"{exc.__class__.__name__}: {exc}", "global_step": step}
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # Lightning turns Ctrl-C into sys.exit(1); SIGTERM (SLURM pre-emption, kill) has its own exception.
+    return {"status": "interrupted", "stopped_by": "signal",
+            "signal": "SIGTERM" if isinstance(exc, SIGTERMException) else "SIGINT", "global_step": step,
+            "resume_from": str(last) if last.is_file() else None}
+
+
+def _fit(cfg: DictConfig, resume_path: Path | None, load_from: str | None, load_from_partial: bool, amp: bool,
          auto_scale_lr: bool, devices: Any, num_nodes: int | None, strategy: str | None,
          callbacks: list[L.Callback]) -> TrainResult:
-
+    resume_checkpoint = _read_resume_checkpoint(resume_path) if resume_path else None
+    if resume_checkpoint is not None:  # before building a model of maybe another task
+        check_resumable(resume_checkpoint, resume_path, OmegaConf.to_container(cfg))
     # Resolved (--amp, auto) and recorded in the effective config, so test/export of this run know how it trained.
     cfg.train.precision = resolve_precision(cfg, amp)
     requested = devices if devices is not None else cfg.train.devices
     world = (int(requested) if str(requested).isdigit() else 1) * (num_nodes or cfg.train.num_nodes)
     scale = _lr_scale(cfg, world) if auto_scale_lr or cfg.auto_scale_lr.enabled else 1.0
-    module = TaskModule(OmegaConf.to_container(cfg), lr_scale=scale)
+    # model.pretrained starts a fresh run; a resumed one brings its own weights.
+    module = TaskModule(OmegaConf.to_container(cfg), lr_scale=scale, pretrained=resume_path is None)
     module.apply_training_speed_options()
     cfg = module.cfg  # now with values the task derived (e.g. class names)
-    if _is_rank_zero():
-        suffix = "" if resume_path is None else f"_resume_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-        (run_dir / f"config{suffix}.yaml").write_text(to_yaml(cfg))
-        env = environment_info()
-        env.update(seed=cfg.seed, resumed_from=str(resume_path) if resume_path else None, load_from=load_from)
-        write_json(run_dir / f"env{suffix}.json", env)
-    rank_zero_info(f"run folder: {run_dir}")
-
+    if resume_checkpoint is not None:
+        check_resumable_weights(resume_checkpoint, resume_path, OmegaConf.to_container(cfg), module.state_dict())
     source = load_from or cfg.get("load_from")
-    if source and resume_path is None:
-        from ..pretrained.ppocr import resolve_checkpoint
-
-        checkpoint = read_checkpoint(resolve_checkpoint(source))
-        stored = (checkpoint.get("hyper_parameters") or {}).get("config")
-        state, remap = module.task.remap_state(model_state(checkpoint), stored, module.model)
-        report = load_weights_report(module.model, state)
-        if remap is not None:
-            report["charset_remap"] = remap
-            rank_zero_info(f"load-from: dictionary changed: {remap['kept_chars']} characters kept, "
-                           f"{len(remap['new_chars'])} new, {len(remap['dropped_chars'])} dropped")
-        rank_zero_info(f"load-from {source}: {len(report['loaded'])} tensors loaded, missing {report['missing']}, "
-                       f"unexpected {report['unexpected']}, shape-mismatched {report['shape_mismatched']}")
-        if _is_rank_zero():
-            write_json(run_dir / "load_from_report.json", {"source": str(source), **report})
+    load_report = _load_from(module, source, load_from_partial) if source and resume_path is None else None
 
     datamodule = TaskDataModule(module.task)
     has_val = datamodule.task.build_dataset("val") is not None
@@ -208,19 +232,45 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
         module.task.default_monitor() if has_val else (None, "max"))
     _check_monitor(module, monitor[0], has_val)
     _check_val_check_interval(cfg, datamodule, world)
-    resume_step = _checkpoint_step(resume_path) if resume_path else None
-    # Validation counts unloadable samples as wrong, as `ocrforge test` does: checkpoints are chosen on that score.
-    trainer = build_trainer(cfg, run_dir, monitor, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                            callbacks=[UnevaluatedSamples(), *callbacks], resume_step=resume_step)
-    threads = tune_cpu_threads(cfg)
-    if threads is not None:
-        rank_zero_info(f"CPU training: {threads} torch thread(s) beside {cfg.data.train.num_workers} data workers")
-    init_skips = _report_dataset_skips(datamodule)
-    started = time.perf_counter()
-    # weights_only=False: our checkpoints carry RNG states and counters, not only tensors.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_path) if resume_path else None,
-                weights_only=False)
 
+    # A resumed run continues in its own folder; a fresh one never reuses an earlier folder.
+    previous = run_dir_of_checkpoint(resume_path) if resume_path else None
+    run_dir = previous or new_run_dir(cfg.work_dir, cfg.project, cfg.exp_name)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    trainer: L.Trainer | None = None
+    try:
+        if _is_rank_zero():
+            suffix = "" if resume_path is None else f"_resume_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+            (run_dir / f"config{suffix}.yaml").write_text(to_yaml(cfg))
+            env = environment_info()
+            env.update(seed=cfg.seed, precision=str(cfg.train.precision),
+                       resumed_from=str(resume_path) if resume_path else None, load_from=source)
+            write_json(run_dir / f"env{suffix}.json", env)
+            if load_report is not None:
+                write_json(run_dir / "load_from_report.json", {"source": str(source), **load_report})
+            if module.pretrained_report is not None:
+                write_json(run_dir / "pretrained_report.json", module.pretrained_report)
+        rank_zero_info(f"run folder: {run_dir}")
+        resume_step = int(resume_checkpoint.get("global_step", 0)) if resume_checkpoint is not None else None
+        # Validation counts unloadable samples as wrong, as `ocrforge test` does: checkpoints are chosen on it.
+        trainer = build_trainer(cfg, run_dir, monitor, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                                callbacks=[UnevaluatedSamples(), *callbacks], resume_step=resume_step)
+        threads = tune_cpu_threads(cfg)
+        if threads is not None:
+            rank_zero_info(f"CPU training: {threads} torch thread(s) beside {cfg.data.train.num_workers} data "
+                           "workers")
+        init_skips = _report_dataset_skips(datamodule)
+        started = time.perf_counter()
+        # weights_only=False: our checkpoints carry RNG states and counters, not only tensors.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_path) if resume_path else None,
+                    weights_only=False)
+    except BaseException as exc:
+        if _is_rank_zero():
+            write_json(run_dir / "status.json", _ended(exc, trainer, run_dir))
+        raise
+
+    stopped_by, why = stop_reason(trainer)
+    rank_zero_info(f"training stopped: {why}")
     skipped, counts = _sum_over_ranks(module.skipped), _sum_over_ranks(module.data_counts)
     ckpt_cb = trainer.checkpoint_callback
     best_score = ckpt_cb.best_model_score if ckpt_cb is not None else None
@@ -229,7 +279,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
         "best": {"monitor": monitor[0], "mode": monitor[1],
                  "score": float(best_score) if best_score is not None else None,
                  "checkpoint": ckpt_cb.best_model_path if ckpt_cb is not None else None},
-        "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch, "global_step": trainer.global_step, "stopped_by": stopped_by,
         "train_seconds_this_session": round(time.perf_counter() - started, 2),
         "skipped_samples": {"while_indexing": init_skips, "while_loading": skipped},
         "data_counts": counts,
@@ -238,4 +288,6 @@ def _fit(cfg: DictConfig, run_dir: Path, resume_path: Path | None, load_from: st
     last = run_dir / "checkpoints" / "last.ckpt"
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "status.json", {"status": "finished", "stopped_by": stopped_by, "reason": why,
+                                             "global_step": trainer.global_step})
     return TrainResult(run_dir, metrics["best"]["checkpoint"] or None, str(last) if last.exists() else None, metrics)

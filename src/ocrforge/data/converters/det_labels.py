@@ -9,8 +9,9 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from ...errors import DataError
 from ...text_files import control_character, iter_lines
 from ..images import IMAGE_SUFFIXES
+from ..skips import count_skip
 
 ICDAR_DONT_CARE = frozenset({"###"})
 PADDLE_DONT_CARE = frozenset({"###", "*"})
@@ -37,6 +39,8 @@ class TextRegion:
 class DetSample:
     image: Path
     regions: list[TextRegion]
+    # Where the sample was annotated (``label_file``, and ``line`` for PaddleOCR files), for listing skips.
+    origin: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def _points(values: Iterable) -> np.ndarray | None:
@@ -94,12 +98,12 @@ def read_icdar2015(path: str | Path, skips: Counter) -> list[TextRegion]:
     """One ICDAR 2015 GT file (UTF-8, optional BOM, LF or CRLF; see ``text_files``); bad lines are counted as
     ``bad_line``. A file that does not decode raises DataError naming the line."""
     regions = []
-    for _, line in iter_lines(path, "ICDAR 2015 label file"):
+    for number, line in iter_lines(path, "ICDAR 2015 label file"):
         if not line.strip():
             continue
         region = parse_icdar2015_line(line)
         if region is None:
-            skips["bad_line"] += 1
+            count_skip(skips, "bad_line", label_file=str(path), line=number)
         else:
             regions.append(region)
     return regions
@@ -128,24 +132,25 @@ def read_icdar2015_dataset(images_dir: str | Path, labels: str | Path, skips: Co
     by_stem = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     if label_path.is_dir():
         labelled = {gt.stem.removeprefix("gt_") for gt in gt_files}
-        unlabelled = sum(1 for s in by_stem if s not in labelled and (stems is None or s in stems))
-        if unlabelled:
-            skips["image_without_label"] += unlabelled
+        for stem, image in by_stem.items():
+            if stem not in labelled and (stems is None or stem in stems):
+                count_skip(skips, "image_without_label", path=str(image))
     if stems is not None:
         gt_files = [gt for gt in gt_files if gt.stem.removeprefix("gt_") in stems]
     samples = []
     for gt in gt_files:
+        origin = {"label_file": str(gt)}
         try:
             regions = read_icdar2015(gt, skips)
-        except DataError:  # one image's GT: a sample-level problem, counted like the others
-            skips["undecodable_label_file"] += 1
+        except DataError as exc:  # one image's GT: a sample-level problem, counted like the others
+            count_skip(skips, "undecodable_label_file", **origin, detail=str(exc))
             continue
         stem = gt.stem[3:] if gt.stem.startswith("gt_") else gt.stem
         if stem not in by_stem:
-            skips["missing_image"] += 1
-            skips["region_without_image"] += len(regions)
+            count_skip(skips, "missing_image", **origin)
+            count_skip(skips, "region_without_image", len(regions), **origin)
             continue
-        samples.append(DetSample(by_stem[stem], regions))
+        samples.append(DetSample(by_stem[stem], regions, origin))
     return samples
 
 
@@ -171,8 +176,9 @@ def write_icdar2015(regions: Sequence[TextRegion], path: str | Path, skips: Coun
 
 
 # ------------------------------------------------------------------------------------------------------ PaddleOCR
-def parse_paddle_regions(payload: str, skips: Counter) -> list[TextRegion] | None:
-    """The JSON list of one PaddleOCR det line; None if it is not a JSON list, bad items count as ``bad_region``."""
+def parse_paddle_regions(payload: str, skips: Counter, origin: dict[str, Any] | None = None) -> list[TextRegion] | None:
+    """The JSON list of one PaddleOCR det line; None if it is not a JSON list, bad items count as ``bad_region``
+    (located by ``origin``, the line's file and number)."""
     try:
         items = json.loads(payload)
     except (ValueError, RecursionError):  # bad JSON, an integer of over 4300 digits, nesting deeper than the stack
@@ -186,7 +192,7 @@ def parse_paddle_regions(payload: str, skips: Counter) -> list[TextRegion] | Non
         points = _points(v for pair in raw for v in pair) if isinstance(raw, list) and all(
             isinstance(p, list) and len(p) == 2 for p in raw) else None
         if points is None or not isinstance(text, str):
-            skips["bad_region"] += 1
+            count_skip(skips, "bad_region", **(origin or {}))
             continue
         regions.append(TextRegion(points, text, text in PADDLE_DONT_CARE))
     return regions
@@ -203,18 +209,19 @@ def read_paddle_det(path: str | Path, images_dir: str | Path, skips: Counter) ->
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
     samples = []
-    for _, line in iter_lines(file, "PaddleOCR det label file"):  # split at LF only: U+2028 may be in a text
+    for number, line in iter_lines(file, "PaddleOCR det label file"):  # split at LF only: U+2028 may be in a text
         if not line.strip():
             continue
+        origin = {"label_file": str(file), "line": number}
         image, sep, payload = line.partition("\t")
         if control_character(image) is not None:
-            skips["control_character"] += 1
+            count_skip(skips, "control_character", **origin)
             continue
-        regions = parse_paddle_regions(payload, skips) if sep and image.strip() else None
+        regions = parse_paddle_regions(payload, skips, origin) if sep and image.strip() else None
         if regions is None:
-            skips["bad_line"] += 1
+            count_skip(skips, "bad_line", **origin)
             continue
-        samples.append(DetSample(root / image.strip(), regions))
+        samples.append(DetSample(root / image.strip(), regions, origin))
     return samples
 
 

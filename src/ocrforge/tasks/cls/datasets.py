@@ -11,7 +11,8 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ...data.images import IMAGE_SUFFIXES, read_image
-from ...data.label_files import read_label_file
+from ...data.label_files import read_label_lines
+from ...data.skips import LineOrigins, SkipCounter, count_skip
 from ...errors import DataError
 from ...registry import DATASETS
 
@@ -26,7 +27,8 @@ class _FileListDataset(Dataset):
     def __init__(self) -> None:
         self.samples: list[tuple[str, int]] = []
         self.class_names: list[str] = []
-        self.skipped_at_init: Counter = Counter()
+        self.skipped_at_init: Counter = SkipCounter()
+        self.origins: LineOrigins | None = None  # label file and line of each sample, where there is one
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -37,16 +39,24 @@ class _FileListDataset(Dataset):
 
     def sample_info(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
-        return {"path": path, "gt": self.class_names[label], "gt_id": label}
+        origin = self.origins(index) if self.origins is not None else {}
+        return {"path": path, "gt": self.class_names[label], "gt_id": label, **origin}
 
-    def _keep(self, items: Sequence[tuple[str, str]], classes: Sequence[str], where: str) -> None:
+    def _keep(self, items: Sequence[tuple[str, str]], classes: Sequence[str], where: str,
+              lines: Sequence[tuple[str, int]] | None = None) -> None:
+        """Keep the items of known classes; ``lines`` holds each item's label file and line, if it has one."""
         self.class_names = list(classes)
         lookup = {name: i for i, name in enumerate(classes)}
-        for path, name in items:
+        if lines is not None:
+            self.origins = LineOrigins()
+        for i, (path, name) in enumerate(items):
+            origin = {"label_file": lines[i][0], "line": lines[i][1]} if lines is not None else {}
             if name in lookup:
                 self.samples.append((path, lookup[name]))
+                if self.origins is not None:
+                    self.origins.extend(origin["label_file"], [origin["line"]])
             else:
-                self.skipped_at_init["label_not_in_classes"] += 1
+                count_skip(self.skipped_at_init, "label_not_in_classes", path=path, label=name, **origin)
         if not self.samples:
             raise DataError(f"{where}: no usable samples (skipped: {dict(self.skipped_at_init) or 'none'})")
 
@@ -93,27 +103,31 @@ class LabelFileDataset(_FileListDataset):
                  classes: Sequence[str] | None = None) -> None:
         super().__init__()
         classes = list(classes) if classes else self.discover_classes(label_files, data_root)
-        items, stripped = _read_class_labels(label_files, data_root, self.skipped_at_init)
+        lines: list[tuple[str, int]] = []
+        items, stripped = _read_class_labels(label_files, data_root, self.skipped_at_init, lines)
         if stripped:
             log.warning("label files %s: %d class names had surrounding whitespace, stripped",
                         ", ".join(label_files), stripped)
-        self._keep(items, classes, f"label files {', '.join(label_files)}")
+        self._keep(items, classes, f"label files {', '.join(label_files)}", lines)
 
     @staticmethod
     def discover_classes(label_files: list[str], data_root: str | None = None, **_: Any) -> list[str]:
         return sorted({name for _, name in _read_class_labels(label_files, data_root, Counter())[0]})
 
 
-def _read_class_labels(label_files: list[str], data_root: str | None,
-                       skips: Counter) -> tuple[list[tuple[str, str]], int]:
-    """``(image path, class name)`` of every usable line, and how many names had whitespace stripped."""
+def _read_class_labels(label_files: list[str], data_root: str | None, skips: Counter,
+                       lines: list[tuple[str, int]] | None = None) -> tuple[list[tuple[str, str]], int]:
+    """``(image path, class name)`` of every usable line, and how many names had whitespace stripped; ``lines``,
+    if given, receives each item's label file and line."""
     items, stripped = [], 0
     for file in label_files:
-        for path, label in read_label_file(file, data_root, skips):
+        for line, path, label in read_label_lines(file, data_root, skips):
             name = label.strip()
             if not name:
-                skips["empty_label"] += 1
+                count_skip(skips, "empty_label", label_file=str(file), line=line, path=path)
                 continue
             stripped += name != label
             items.append((path, name))
+            if lines is not None:
+                lines.append((str(file), line))
     return items, stripped

@@ -83,5 +83,8 @@ def prepare(image: np.ndarray, meta: dict) -> np.ndarray:
 
 def decode_outputs(outputs: dict[str, np.ndarray], meta: dict, sizes: Sequence[tuple[int, int]] | None = None
                    ) -> list[dict]:
-    """``sizes`` (original image sizes) are not needed here; the argument keeps one interface for all tasks."""
+    """``sizes`` (original image sizes) are not needed here; the argument keeps one interface for all tasks. An
+    embedding-only export (``export.onnx.outputs: [embedding]``) gives each image its L2-normalised embedding."""
+    if "logits" not in outputs:
+        return [{"embedding": [float(v) for v in row]} for row in outputs["embedding"]]
     return decode(outputs["logits"], meta["classes"])

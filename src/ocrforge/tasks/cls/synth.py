@@ -47,14 +47,21 @@ class SynthOrientationDataset(Dataset):
     """``mode='line'``: one text line, upright or upside down; ``mode='page'``: a page of text in 4 rotations.
 
     A label is the angle the content was turned counter-clockwise; turning the image clockwise by it makes it
-    upright.
+    upright. ``rotations='random'`` draws one orientation per sample; ``'all'`` shows each rendered text in every
+    orientation at consecutive indices (each copy with its own skew, blur and noise): a batch then holds the same
+    texts in all their orientations, and one render serves that many samples (give the split ``shuffle: false``).
     """
 
     def __init__(self, num_samples: int = 2000, mode: Literal["line", "page"] = "line", seed: int = 0,
-                 page_size: int = 192, fonts_dir: str | None = None) -> None:
+                 page_size: int = 192, fonts_dir: str | None = None,
+                 rotations: Literal["random", "all"] = "random") -> None:
         if mode not in _CLASSES:
             raise ValueError(f"mode must be 'line' or 'page', got {mode!r}")
+        if rotations not in ("random", "all"):
+            raise ValueError(f"rotations must be 'random' or 'all', got {rotations!r}")
         self.num_samples, self.mode, self.seed, self.page_size = num_samples, mode, seed, page_size
+        self.rotations = rotations
+        self._last_render: tuple[int, np.ndarray] | None = None
         fonts = discover_fonts((fonts_dir,) if fonts_dir else ())
         self.fonts = [f.path for f in fonts if f.covers(_ASCII)]
         self.classes = _CLASSES[mode]
@@ -100,12 +107,28 @@ class SynthOrientationDataset(Dataset):
             y += int(font_size * rng.uniform(1.15, 1.6))
         return np.asarray(canvas)
 
+    def _render(self, rng: np.random.Generator) -> np.ndarray:
+        return self._render_line(rng) if self.mode == "line" else self._render_page(rng)
+
+    def _rendered_once(self, content: int) -> np.ndarray:
+        """One render serves the consecutive indices of its rotations (a DataLoader worker gets a batch's indices in
+        order when the split does not shuffle); rendering is most of a sample's cost."""
+        if self._last_render is None or self._last_render[0] != content:
+            self._last_render = (content, self._render(np.random.default_rng([self.seed, content])))
+        return self._last_render[1]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.num_samples:
             raise IndexError(index)
-        rng = np.random.default_rng([self.seed, index])
-        label = int(rng.integers(len(self.classes)))
-        image = self._render_line(rng) if self.mode == "line" else self._render_page(rng)
+        if self.rotations == "all":
+            # The same content in every orientation at once: only orientation tells the labels apart.
+            content, label = divmod(index, len(self.classes))
+            image = self._rendered_once(content)
+            rng = np.random.default_rng([self.seed, content, label])
+        else:
+            rng = np.random.default_rng([self.seed, index])
+            label = int(rng.integers(len(self.classes)))
+            image = self._render(rng)
         angle = rng.uniform(-3, 3)
         h, w = image.shape[:2]
         rot = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config.schema import LoaderSchema, registry_node, split_data_spec
+from ...config.schema import LoaderSchema, image_size_field, model_spec, registry_node, split_data_spec
 from ...data.collate import chw_tensor
 from ...errors import ConfigError
 from ...registry import DATASETS, MODELS, TASKS
@@ -31,7 +31,7 @@ from .visualize import save_confusion_matrix, save_prediction_grids
 
 @dataclass
 class ClsDataSchema:
-    image_size: list[int] = field(default_factory=lambda: [64, 64])  # [H, W]
+    image_size: list[int] = image_size_field([64, 64])  # [H, W]
     color: str = "RGB"  # channel order the model reads: RGB, or BGR (models imported from PaddleOCR)
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
@@ -84,7 +84,7 @@ class ClassificationTask(Task):
 
     # --- building -------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        return MODELS.build(OmegaConf.to_container(self.cfg.model), num_classes=len(self.classes))
+        return MODELS.build(model_spec(OmegaConf.to_container(self.cfg.model)), num_classes=len(self.classes))
 
     def injected_dataset_args(self) -> dict[str, Any]:
         return {"classes": self.classes}

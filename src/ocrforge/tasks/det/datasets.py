@@ -7,6 +7,7 @@ Unusable label lines and regions are counted at indexing time (``skipped_at_init
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch.utils.data import Dataset
 
 from ...data.converters.det_labels import DetSample, read_icdar2015_dataset, read_paddle_det
 from ...data.images import read_image
+from ...data.skips import SkipCounter, count_skip
 from ...errors import DataError
 from ...registry import DATASETS
 from ...text_files import iter_lines
@@ -30,10 +32,11 @@ class _DetLabelDataset(Dataset):
         kept = []
         for sample in samples:
             regions = [r for r in sample.regions if _usable(r.points)]
-            skips["degenerate_polygon"] += len(sample.regions) - len(regions)
-            kept.append(DetSample(sample.image, regions))
+            count_skip(skips, "degenerate_polygon", len(sample.regions) - len(regions), path=str(sample.image),
+                       **sample.origin)
+            kept.append(replace(sample, regions=regions))
         self.samples = kept[:max_samples] if max_samples else kept
-        self.skipped_at_init: Counter = +skips
+        self.skipped_at_init: Counter = skips
         if not self.samples:
             raise DataError(f"{source}: no usable images ({dict(skips)})")
 
@@ -49,7 +52,7 @@ class _DetLabelDataset(Dataset):
     def sample_info(self, index: int) -> dict[str, Any]:
         """The image and its care regions: an image that cannot be loaded leaves them all unmatched."""
         sample = self.samples[index]
-        return {"path": str(sample.image), "num_gt": sum(not r.ignore for r in sample.regions)}
+        return {"path": str(sample.image), "num_gt": sum(not r.ignore for r in sample.regions), **sample.origin}
 
 
 @DATASETS.register("DetIcdar2015")
@@ -58,13 +61,13 @@ class Icdar2015Dataset(_DetLabelDataset):
     ``files`` keeps only the listed image names (e.g. a train/val split of one folder); ``max_samples`` caps it."""
 
     def __init__(self, images_dir: str, labels: str, files: str | None = None, max_samples: int | None = None) -> None:
-        skips: Counter = Counter()
+        skips = SkipCounter()
         stems = {Path(n).stem for n in _read_name_list(files)} if files is not None else None
         samples = read_icdar2015_dataset(images_dir, labels, skips, stems)
         if stems is not None:  # listed names with neither image nor GT file (the reader counted the other failures)
             unmatched = len(stems - {s.image.stem for s in samples})
-            skips["listed_but_absent"] += unmatched - sum(skips[k] for k in (
-                "missing_image", "undecodable_label_file", "image_without_label"))
+            count_skip(skips, "listed_but_absent", unmatched - sum(skips[k] for k in (
+                "missing_image", "undecodable_label_file", "image_without_label")), file_list=files)
         super().__init__(samples, skips, f"ICDAR 2015 labels {labels}", max_samples)
 
 
@@ -74,7 +77,7 @@ class PaddleDetDataset(_DetLabelDataset):
     relative to ``data_dir``; several files are concatenated."""
 
     def __init__(self, label_files: list[str] | str, data_dir: str, max_samples: int | None = None) -> None:
-        skips: Counter = Counter()
+        skips = SkipCounter()
         files = [label_files] if isinstance(label_files, str) else list(label_files)
         samples = [s for f in files for s in read_paddle_det(f, data_dir, skips)]
         super().__init__(samples, skips, f"PaddleOCR det labels {', '.join(files)}", max_samples)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config.schema import LoaderSchema, registry_node
+from ...config.schema import LoaderSchema, image_size_field, model_spec, registry_node
 from ...data.collate import COUNT_KEY, chw_tensor
 from ...data.images import pad_batch
 from ...errors import ConfigError
@@ -64,7 +64,7 @@ class PostprocessSchema:
 
 @dataclass
 class DetDataSchema:
-    image_size: list[int] = field(default_factory=lambda: [640, 640])  # training crop [H, W]
+    image_size: list[int] = image_size_field([640, 640])  # training crop [H, W]
     color: str = "RGB"  # channel order the model reads: RGB, or BGR (models imported from PaddleOCR)
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
@@ -143,7 +143,7 @@ class DetectionTask(Task):
 
     # --- building -------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        return MODELS.build(OmegaConf.to_container(self.cfg.model))
+        return MODELS.build(model_spec(OmegaConf.to_container(self.cfg.model)))
 
     def build_dataset(self, split: str) -> Dataset | None:
         raw = self.raw_dataset(split)

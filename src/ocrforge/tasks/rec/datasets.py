@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from ...data.images import SampleSkipped, read_image
 from ...data.lmdb_store import LmdbReader
 from ...data.rec_labels import read_rec_labels
+from ...data.skips import LineOrigins
 from ...data.synth_text import SynthWordsDataset
 from ...errors import DataError
 from ...registry import DATASETS
@@ -25,7 +26,8 @@ class RecLabelFileDataset(Dataset):
 
     def __init__(self, label_files: list[str], data_root: str | None = None, ratios: list[float] | None = None,
                  seed: int = 0) -> None:
-        self.samples, skips = read_rec_labels(label_files, data_root, ratios, seed=seed)
+        self.origins = LineOrigins()  # label file and line of each sample, for listing the unloadable ones
+        self.samples, skips = read_rec_labels(label_files, data_root, ratios, seed=seed, origins=self.origins)
         self.skipped_at_init: Counter = skips
         if not self.samples:
             raise DataError(f"label files {', '.join(label_files)}: no usable samples ({dict(skips)})")
@@ -42,7 +44,7 @@ class RecLabelFileDataset(Dataset):
 
     def sample_info(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
-        return {"path": path, "gt": label}
+        return {"path": path, "gt": label, **self.origins(index)}
 
 
 @DATASETS.register("RecLMDB")

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config.schema import LoaderSchema, registry_node, split_data_spec
+from ...config.schema import LoaderSchema, image_size_field, model_spec, registry_node, split_data_spec
 from ...data.charset import Charset
 from ...data.collate import COUNT_KEY, chw_tensor
 from ...data.images import SampleSkipped, border_colour, normalise
@@ -44,7 +44,7 @@ class CharsetSchema:
 
 @dataclass
 class RecDataSchema:
-    image_size: list[int] = field(default_factory=lambda: [32, 128])  # [H, max W]
+    image_size: list[int] = image_size_field([32, 128])  # [H, max W]
     color: str = "RGB"  # channel order the model reads: RGB, or BGR (models imported from PaddleOCR)
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
@@ -115,7 +115,7 @@ class RecognitionTask(Task):
 
     # --- building -------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        spec = OmegaConf.to_container(self.cfg.model)
+        spec = model_spec(OmegaConf.to_container(self.cfg.model))
         head = spec.get("head") or {}
         if head.get("type") == "attention" and head.get("max_length", 26) < self.max_text_length + 1:
             raise ConfigError(f"model.head.max_length must be at least data.max_text_length + 1 "
