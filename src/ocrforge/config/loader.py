@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import importlib
 import io
-import os
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import ConfigError, DataError
 from ..text_files import read_text
+from .names import resolve_config
+from .plugins import import_plugins
 from .validate import validate
 
 CMDLINE = "command line (-o)"
@@ -77,7 +75,7 @@ def _read_yaml(path: Path) -> dict:
     return loaded
 
 
-def _load_file(path: Path, provenance: dict[str, str], chain: tuple[Path, ...] = ()) -> dict:
+def load_file(path: Path, provenance: dict[str, str], chain: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in chain:
         raise ConfigError(f"circular _base_: {' -> '.join(str(p) for p in (*chain, path))}")
@@ -89,7 +87,7 @@ def _load_file(path: Path, provenance: dict[str, str], chain: tuple[Path, ...] =
     for base in bases:
         if not (path.parent / base).is_file():
             raise ConfigError(f"{path}: _base_ '{base}' not found (looked for {path.parent / base})")
-        merged = deep_merge(merged, _load_file(path.parent / base, provenance, (*chain, path)))
+        merged = deep_merge(merged, load_file(path.parent / base, provenance, (*chain, path)))
     for leaf in _leaf_paths(own):
         provenance[leaf] = str(path)
     return deep_merge(merged, own)
@@ -200,79 +198,6 @@ def _apply_overrides(cfg: dict, overrides: Iterable[str], provenance: dict[str, 
     return allowed_extra
 
 
-def _found_in(module: str, folders: Iterable[Path]) -> Path | None:
-    """The one of ``folders`` that the imported ``module`` (its top-level package) was found in, if any."""
-    top = sys.modules.get(module.partition(".")[0])
-    file = getattr(top, "__file__", None)
-    if file is None:
-        return None
-    root = Path(file).resolve().parent
-    if Path(file).name == "__init__.py":
-        root = root.parent
-    return root if root in {Path(f).resolve() for f in folders} else None
-
-
-def _plugin_files(entry: str | Path) -> list[Path]:
-    path = Path(entry).resolve()
-    if path.is_file() and path.suffix == ".py":
-        return [path]
-    if not path.is_dir():
-        raise ConfigError(f"plugins (--plugins or the config's plugins): '{entry}' is not a folder or a .py file")
-    return [file for file in sorted(path.glob("*.py")) if file.stem != "__init__"]
-
-
-def import_plugins(modules: Iterable[str] = (), folders: Iterable[str | Path] = (),
-                   search: Iterable[str | Path] = ()) -> list[Path]:
-    """Import ``custom_imports`` modules and every module of each plugin folder (``--plugins DIR``, ``plugins:``).
-
-    Decorated classes register themselves; every other ``nn.Module`` subclass that such a module defines is
-    registered under its class name (``registry.register_plain_modules`` says where). ``search`` folders (the
-    working directory, the config's folder, ``import_paths``) are tried for ``custom_imports`` too: the console
-    script, unlike ``python -m``, does not put the working directory on ``sys.path``. Returns the search folders
-    that custom_imports were found in, for the effective config to record.
-    """
-    from ..registry import register_plain_modules
-
-    search = [Path(folder).resolve() for folder in search]
-    for folder in search:
-        if str(folder) not in sys.path:
-            sys.path.append(str(folder))
-    found = []
-    for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except (ImportError, ValueError, TypeError) as exc:  # ValueError, TypeError: '' or a relative name
-            raise ConfigError(f"custom_imports: cannot import '{name}': {exc}") from None
-        register_plain_modules(module)
-        folder = _found_in(name, search)
-        if folder is not None and folder not in found:
-            found.append(folder)
-    for entry in folders:
-        for file in _plugin_files(entry):
-            if str(file.parent) not in sys.path:
-                sys.path.insert(0, str(file.parent))
-            module = importlib.import_module(file.stem)
-            if Path(getattr(module, "__file__", "") or "").resolve() != file:
-                raise ConfigError(f"plugins: {file} is shadowed by the module '{file.stem}' already imported from "
-                                  f"{getattr(module, '__file__', None) or 'elsewhere'}; rename the file")
-            register_plain_modules(module)
-    return found
-
-
-def import_recorded_plugins(config: Mapping, source: str | Path) -> None:
-    """Import the plugins a run recorded in its effective config (``plugins``, ``custom_imports``, ``import_paths``),
-    so that a checkpoint's model is rebuilt by export, predict, test and ocr without ``--plugins``."""
-    for folder in config.get("plugins") or []:
-        if not Path(folder).exists():
-            raise CheckpointError(f"{source} was trained with the plugins in {folder}, which no longer exists "
-                                  f"(its model is defined there): restore it")
-    try:
-        import_plugins(config.get("custom_imports") or [], config.get("plugins") or [],
-                       [Path.cwd(), *(config.get("import_paths") or [])])
-    except ConfigError as exc:
-        raise CheckpointError(f"{source}: the run's plugins: {exc}") from None
-
-
 def _string_list(data: Mapping, key: str, provenance: Mapping[str, str]) -> list[str]:
     # Checked before validation, which needs the plugins' registrations.
     value = data.get(key) or []
@@ -296,90 +221,6 @@ def _config_paths(data: Mapping, key: str, provenance: Mapping[str, str]) -> lis
     return paths
 
 
-# --- configs by name -------------------------------------------------------------------------------------------------
-
-CONFIGS_ENV = "OCRFORGE_CONFIGS"
-# The shipped configs sit at the repository root, beside src/ (an editable install, as the README's); a
-# non-editable install names a copy of them with $OCRFORGE_CONFIGS.
-REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
-
-
-def config_folders() -> list[Path]:
-    """Where shipped configs are looked up by name: $OCRFORGE_CONFIGS (folders, os.pathsep-separated), then the
-    repository's configs/."""
-    folders = [Path(p) for p in os.environ.get(CONFIGS_ENV, "").split(os.pathsep) if p] + [REPO_CONFIGS]
-    return list(dict.fromkeys(folder.resolve() for folder in folders))
-
-
-def _named_configs(folder: Path) -> dict[str, list[Path]]:
-    named: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*.y*ml")):
-        if path.suffix in (".yaml", ".yml") and "_base_" not in path.relative_to(folder).parts:
-            named.setdefault(path.stem, []).append(path)
-    return named
-
-
-def is_config_name(config: str | Path) -> bool:
-    """A config argument that names a shipped config: not an existing path, no folder part, no YAML suffix."""
-    text = str(config)
-    return not Path(text).exists() and "/" not in text and os.sep not in text and \
-        not text.endswith((".yaml", ".yml"))
-
-
-def resolve_config(config: str | Path) -> Path:
-    """The file of a config argument: a path as given, a name (``lcnet050_cosface_96``) as the shipped config."""
-    if not is_config_name(config):
-        return Path(config)
-    name, known = str(config), set()
-    for folder in config_folders():
-        named = _named_configs(folder) if folder.is_dir() else {}
-        if len(named.get(name, [])) == 1:
-            return named[name][0]
-        if name in named:
-            raise ConfigError(f"config name '{name}' is ambiguous: {', '.join(str(p) for p in named[name])}; "
-                              f"give the path")
-        known.update(named)
-    hint = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5)
-    looked = ", ".join(f"{f}{'' if f.is_dir() else ' (missing)'}" for f in config_folders())
-    raise ConfigError(f"config '{name}' is neither a file nor the name of a shipped config"
-                      f"{f'; did you mean {hint[0]!r}?' if hint else ''} (names looked up in {looked}; "
-                      f"${CONFIGS_ENV} adds a configs folder; `ocrforge config list` shows the names)")
-
-
-@dataclasses.dataclass
-class ShippedConfig:
-    name: str
-    task: str
-    path: Path
-    description: str
-
-
-def _description(path: Path) -> str:
-    """The config's first comment line (the shipped configs open with what they train); "…" where it goes on."""
-    lines = read_text(path, "config file").splitlines()
-    first = next((line.strip() for line in lines if line.strip()), "")
-    if not first.startswith("#"):
-        return ""
-    text = first.lstrip("#").strip()
-    return text if text.endswith((".", "!", "?")) else f"{text.rstrip(',;:')} …"
-
-
-def shipped_configs() -> list[ShippedConfig]:
-    """Every config that a name resolves to (``_base_`` files left out), first folder first."""
-    found: dict[str, ShippedConfig] = {}
-    for folder in config_folders():
-        if not folder.is_dir():
-            continue
-        for name, paths in _named_configs(folder).items():
-            for path in paths:
-                try:
-                    task = str(_load_file(path, {}).get("task", "cls"))
-                except ConfigError:
-                    task = "?"
-                found.setdefault(str(path), ShippedConfig(name, task, path, _description(path)))
-    return sorted(found.values(), key=lambda c: (c.task, c.name, str(c.path)))
-
-
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *, base: Mapping | None = None,
                 plugin_dir: str | Path | None = None) -> DictConfig:
     """Load, merge, override and validate a config; returns the effective config with schema defaults filled in.
@@ -399,7 +240,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
         data = copy.deepcopy(dict(base))
     elif path is not None:
         path = resolve_config(path)
-        data = _load_file(path, provenance)
+        data = load_file(path, provenance)
     else:
         raise ConfigError("load_config needs a path or a base mapping")
     allowed_extra = _apply_overrides(data, overrides, provenance)
