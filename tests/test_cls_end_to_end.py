@@ -54,7 +54,8 @@ def test_train_resume_test_export_predict(tmp_path: Path, capsys: pytest.Capture
     assert _run_dirs(tmp_path) == [run], "a resumed run must not open a new run folder"
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == 2 * steps_per_epoch
-    assert resumed["TaskDataModule"] == {"epoch": 2, "batches_done": 0}  # where the next run's data starts
+    # where the next run's data starts
+    assert resumed["TaskDataModule"] == {"epoch": 2, "batches_done": 0, "world_size": 1}
     assert "ema_state_dict" in resumed
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["best"]["monitor"] == "val/acc"

@@ -25,6 +25,12 @@ def _progress_arg(parser: argparse.ArgumentParser) -> None:
                         help="no progress bar (none either when stderr is not a terminal); a count line every 30 s")
 
 
+def _launcher_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                        help="started by torchrun (tools/dist_*.sh) or srun (tools/slurm_*.sh): one process per "
+                             "device, ranks from their environment")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocrforge", description="Train, evaluate, export and run OCR models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,7 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-scale-lr", action="store_true", help="scale lr linearly from auto_scale_lr.base_batch_size")
     p.add_argument("--devices", help="devices per node (e.g. 2, or 'auto')")
     p.add_argument("--num-nodes", type=int)
-    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    _launcher_arg(p)
     _config_args(p)
 
     p = sub.add_parser("test", help="evaluate a checkpoint on the test split (or val)")
@@ -52,6 +58,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir")
     p.add_argument("--save-preds", action="store_true", help="write predictions.jsonl")
     p.add_argument("--show-dir", help="write pictures of predictions here")
+    _launcher_arg(p)
     _config_args(p)
 
     p = sub.add_parser("predict", help="run a checkpoint or an ONNX model on images or folders")
@@ -145,17 +152,22 @@ def _shown_path(path: Path) -> str:
 
 
 def _launcher_settings(args: argparse.Namespace) -> dict:
-    """Under torchrun / srun, Lightning reads ranks from the environment; we only pick DDP and the device count."""
+    """Under torchrun / srun, Lightning reads ranks from the environment; we only pick DDP and the device count.
+    The accelerator stays the config's (``auto``: CUDA where there is one, else CPU, whose DDP Lightning runs on
+    gloo), so ``GPUS=2 tools/dist_train.sh`` on a machine without a GPU trains two CPU processes."""
     import os
 
-    settings: dict = {"devices": args.devices, "num_nodes": args.num_nodes}
+    settings: dict = {"devices": getattr(args, "devices", None), "num_nodes": getattr(args, "num_nodes", None)}
     if args.launcher == "pytorch":
         local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         settings.update(strategy="ddp", devices=settings["devices"] or local,
                         num_nodes=settings["num_nodes"] or int(os.environ.get("WORLD_SIZE", local)) // local)
     elif args.launcher == "slurm":
-        settings.update(strategy="ddp", devices=settings["devices"] or int(os.environ.get("SLURM_NTASKS_PER_NODE", 1)),
-                        num_nodes=settings["num_nodes"] or int(os.environ.get("SLURM_NNODES", 1)))
+        nodes = int(os.environ.get("SLURM_NNODES", 1))
+        # SLURM_NTASKS_PER_NODE is there only when srun was given --ntasks-per-node (tools/slurm_*.sh give it)
+        per_node = int(os.environ.get("SLURM_NTASKS_PER_NODE") or int(os.environ.get("SLURM_NTASKS", nodes)) // nodes)
+        settings.update(strategy="ddp", devices=settings["devices"] or per_node,
+                        num_nodes=settings["num_nodes"] or nodes)
     if settings["devices"] is not None and str(settings["devices"]).isdigit():
         settings["devices"] = int(settings["devices"])
     return settings
@@ -180,7 +192,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "test":
         from .runners.evaluate import test
 
-        test(_load(args), args.checkpoint, save_preds=args.save_preds, show_dir=args.show_dir)
+        test(_load(args), args.checkpoint, save_preds=args.save_preds, show_dir=args.show_dir,
+             **_launcher_settings(args))
     elif args.command == "predict":
         from .runners.predict import predict
 

@@ -169,6 +169,9 @@ class TrainSchema:
     devices: Any = "auto"
     num_nodes: int = checked(1, at_least(1))
     strategy: str = "auto"
+    # DDP on GPUs: BatchNorm statistics over the global batch instead of each process's own (small per-GPU batches,
+    # e.g. detection). Ignored, with a warning, on CPU: torch's SyncBatchNorm runs on GPUs only.
+    sync_batchnorm: bool = False
     # Stop (and say so) after this many consecutive non-finite losses; single ones are skipped, not trained on.
     max_nonfinite_steps: int = checked(20, at_least(0))
     progress_bar: bool = True

@@ -1,10 +1,16 @@
-"""Callbacks: EMA of weights, RNG state in checkpoints, pre-emption save, one-line epoch summaries."""
+"""Callbacks: EMA of weights, RNG state in checkpoints, pre-emption save and SLURM requeue, ending the ranks a failed
+process started, one-line epoch summaries."""
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import signal
+import subprocess
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
@@ -13,6 +19,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from timm.utils import ModelEmaV3
+
+from .rundir import slurm_job_id
+
+log = logging.getLogger("ocrforge")
 
 
 class EMACallback(L.Callback):
@@ -127,6 +137,10 @@ class LastCheckpointCallback(L.Callback):
         trainer.save_checkpoint(self.path)
         self._saved_step, self._saved_at = trainer.global_step, time.monotonic()
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Under torchrun / srun only rank 0 knows the run folder until the ranks are connected (rundir.new_run_dir).
+        self.path = Path(trainer.strategy.broadcast(str(self.path)))
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.path.parent.is_dir():
             stale = sorted(self.path.parent.glob("*.ckpt.tmp"))
@@ -183,6 +197,76 @@ class LastCheckpointCallback(L.Callback):
             self._save(trainer)
             reason = "SIGTERM" if isinstance(exception, SIGTERMException) else "interrupted"
             rank_zero_info(f"{reason}: saved {self.path} at step {trainer.global_step}; continue with --resume")
+
+
+class SlurmPreemption(L.Callback):
+    """Under SLURM: the pre-emption warning SIGUSR1 (``--signal=USR1@90`` in tools/slurm_train.sh) stops training as
+    SIGTERM does -- after the current batch, on every rank, and LastCheckpointCallback saves ``last.ckpt`` -- and
+    the run, stopped by either signal, asks SLURM to requeue the job (``requeue``, called by the train runner once
+    ``status.json`` says where to resume: requeueing makes SLURM end this job at once).
+
+    Lightning's own auto-requeue (``SLURMEnvironment(auto_requeue=True)``, switched off in build_trainer) saves an
+    ``hpc_ckpt`` from inside the signal handler, i.e. in the middle of a step, and trains on; stopping at a batch
+    boundary gives a checkpoint that resumes exactly (RNG states, position in the data).
+    """
+
+    def __init__(self) -> None:
+        self.job_id = slurm_job_id()
+        self.signal: str | None = None  # which signal stopped training: SIGUSR1 or SIGTERM
+
+    def _install(self) -> None:
+        # From inside the fit loop: Lightning has registered its SIGTERM handler (which SIGUSR1 is forwarded to), and
+        # puts back the SIGUSR1 handler from before fit when fit ends, however it ends.
+        signal.signal(signal.SIGUSR1, self._on_sigusr1)
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def _on_sigusr1(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = "SIGUSR1"
+        rank_zero_info(f"SIGUSR1: SLURM job {self.job_id} is about to end; saving after the current batch, then "
+                       "requeueing it")
+        sigterm = signal.getsignal(signal.SIGTERM)
+        if callable(sigterm):  # Lightning's: flag the stop, pass the signal to the ranks it started, tell the others
+            sigterm(signum, frame)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and self.signal is None:
+            self.signal = "SIGTERM"
+
+    def requeue(self) -> bool:
+        """``scontrol requeue`` this job (SLURM restarts it, and the train runner resumes it: rundir's
+        ``requeued_checkpoint``); whether SLURM accepted it. Jobs started by ``srun`` outside ``sbatch`` cannot be."""
+        try:
+            done = subprocess.run(["scontrol", "requeue", str(self.job_id)], capture_output=True, text=True,
+                                  timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning(f"could not requeue SLURM job {self.job_id} ({exc}); continue it with --resume")
+            return False
+        if done.returncode != 0:
+            log.warning(f"scontrol requeue {self.job_id} failed ({(done.stderr or done.stdout).strip()}); continue it "
+                        "with --resume")
+            return False
+        rank_zero_info(f"requeued SLURM job {self.job_id}: when it starts again it resumes from its last.ckpt")
+        return True
+
+
+class EndLaunchedRanksOnFailure(L.Callback):
+    """When the process that started the other ranks fails (``--devices N``: Lightning re-runs the command for ranks
+    1..N-1), end them with it. Failing before they are connected -- its port taken at the rendezvous, a device
+    error -- it would leave them waiting for it until the 30-minute timeout (rank 1 of an EADDRINUSE ran 20+
+    minutes); NCCL ranks also wait in a collective that a dead peer never joins. Lightning does this for Ctrl-C only,
+    and passes SIGTERM on (they save and stop). torchrun and ``srun --kill-on-bad-exit`` end the ranks they start."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        launcher = trainer.strategy.launcher
+        if launcher is not None and not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            launcher.kill(signal.SIGKILL)  # a no-op in the ranks that started none
 
 
 class EpochSummary(L.Callback):

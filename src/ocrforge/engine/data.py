@@ -2,15 +2,19 @@
 
 Every sample is drawn as ``(epoch, index)``: the sampler's order depends only on (seed, epoch) and each sample's
 random augmentation only on (seed, epoch, index), whatever the number of workers, persistent or not, and whether
-the run was resumed. Evaluation shards without padding, so no sample is counted twice across processes.
+the run was resumed. Evaluation shards without padding, so no sample is counted twice across processes. A run
+resumes on any number of processes: the checkpoint records how many batches all processes together trained of the
+open epoch, and the resumed processes share out the rest of that epoch's order.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import cv2
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Sampler
 
@@ -23,6 +27,8 @@ from .samplers import EpochIndexSampler, LengthBucketBatchSampler, UnpaddedEvalS
 
 def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, num_replicas: int = 1,
                      rank: int = 0, start_epoch: int = 0, skip_batches: int = 0) -> DataLoader | None:
+    """This process's loader of ``split``; training starts at ``start_epoch``, past the ``skip_batches`` batches
+    (of ``batch_size`` samples each) that all processes together had trained of it."""
     dataset = task.build_dataset(split)
     if dataset is None:
         return None
@@ -60,20 +66,37 @@ def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, n
     )
 
 
+def _processes(count: int) -> str:
+    return f"{count} process" + ("es" if count != 1 else "")
+
+
 class TaskDataModule(L.LightningDataModule):
     """Builds loaders for this process's shard (the Trainer runs with ``use_distributed_sampler=False``)."""
 
     def __init__(self, task: Task) -> None:
         super().__init__()
         self.task = task
-        self._start_epoch, self._skip_batches = 0, 0
+        self._start_epoch = 0
+        # A resumed run: (batches of the open epoch done when it was saved, the number of processes it had).
+        self._saved: tuple[int, int | None] | None = None
+        # From the resumed epoch's start: (that epoch, its batches done by all processes then, Lightning's
+        # per-process count then), to count the batches done since in the next checkpoint.
+        self._resumed_at: tuple[int, int, int] | None = None
+
+    def _done_when_saved(self, world: int) -> int:
+        """Batches of the open epoch all processes together had trained when the resumed run was saved. A
+        checkpoint that does not record its number of processes counted one process's, on as many as now."""
+        if self._saved is None:
+            return 0
+        done, saved_world = self._saved
+        return done if saved_world is not None else done * world
 
     def _loader(self, split: str, training: bool) -> DataLoader | None:
         trainer = self.trainer
-        return build_dataloader(self.task, split, training=training, seed=self.task.cfg.seed,
-                                num_replicas=trainer.world_size if trainer else 1,
+        world = trainer.world_size if trainer else 1
+        return build_dataloader(self.task, split, training=training, seed=self.task.cfg.seed, num_replicas=world,
                                 rank=trainer.global_rank if trainer else 0, start_epoch=self._start_epoch,
-                                skip_batches=self._skip_batches if training else 0)
+                                skip_batches=self._done_when_saved(world) if training else 0)
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", training=True)
@@ -90,20 +113,59 @@ class TaskDataModule(L.LightningDataModule):
             raise ConfigError("neither data.test nor data.val is configured")
         return loader
 
-    def state_dict(self) -> dict[str, Any]:
-        """Where training stands in the data: the epoch and the batches of it already trained on."""
+    def _left_in_resumed_epoch(self) -> int:
+        """Batches this process trains of the resumed epoch."""
+        loader = self.trainer.train_dataloader
+        if isinstance(loader.batch_sampler, LengthBucketBatchSampler):
+            return loader.batch_sampler.resumed_length()
+        samples, batch_size = loader.sampler.resumed_length(), self.task.cfg.data.train.batch_size
+        return samples // batch_size if loader.drop_last else math.ceil(samples / batch_size)
+
+    def align_resumed_epoch(self) -> None:
+        """At the start of training, after Lightning restored its loop counters (which come after the data state and
+        the loaders). A run resumed on another number of processes counts the open epoch's batches anew, as those
+        of this process's new share already done, so that Lightning runs exactly the rest of the epoch: its own
+        count, in batches of the old shares, would end the epoch too early or too late."""
+        if self._saved is None:
+            return
         trainer = self.trainer
-        if trainer is None:
-            return {"epoch": self._start_epoch, "batches_done": self._skip_batches}
+        world, saved_world = trainer.world_size, self._saved[1]
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        counted = progress.current.processed
+        if saved_world is not None and saved_world != world:
+            left = self._left_in_resumed_epoch()
+            counted = max(0, int(trainer.num_training_batches) - left)
+            shift = counted - progress.current.processed
+            for counts in (progress.current, progress.total):
+                counts.ready, counts.started = counts.ready + shift, counts.started + shift
+                counts.processed, counts.completed = counts.processed + shift, counts.completed + shift
+            batch_size = self.task.cfg.data.train.batch_size
+            rank_zero_warn(
+                f"resumed on {_processes(world)} a run that trained on {_processes(saved_world)}: the global batch "
+                f"is now {batch_size * world} samples instead of {batch_size * saved_world}, but the learning rate "
+                "is the checkpoint's, not rescaled for it (--auto-scale-lr included: start a new run with --load-from "
+                "to choose it anew), and its schedule is laid out again over the new number of steps. The rest of "
+                f"epoch {self._start_epoch + 1} is shared out: {left} batches a process.")
+        self._resumed_at = (self._start_epoch, self._done_when_saved(world), counted)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the data: the epoch, the batches of it that all processes together trained on,
+        and how many processes there were."""
+        trainer = self.trainer
         # Lightning's own position: the epoch it is in (``processed`` counts the closed ones) and, while that epoch
         # is open, its batches trained -- all of them when a validation at its last batch saves. Batches count as
         # ``processed`` (stepped): a save in ``on_train_batch_end`` comes before Lightning marks one completed.
         epochs = trainer.fit_loop.epoch_progress.current
+        world, done = trainer.world_size, 0
         if epochs.started > epochs.processed:
-            return {"epoch": epochs.processed,
-                    "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
-        return {"epoch": epochs.processed, "batches_done": 0}
+            processed = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            done = processed * world  # ranks step together: each has trained as many batches
+            if self._resumed_at is not None and self._resumed_at[0] == epochs.processed:
+                _, done_then, counted_then = self._resumed_at
+                done = done_then + (processed - counted_then) * world
+        return {"epoch": epochs.processed, "batches_done": done, "world_size": world}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._start_epoch = int(state_dict.get("epoch", 0))
-        self._skip_batches = int(state_dict.get("batches_done", 0))
+        world = state_dict.get("world_size")
+        self._saved = (int(state_dict.get("batches_done", 0)), int(world) if world is not None else None)

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torchmetrics import MeanMetric
 
 from ..config.schema import pretrained_weights
 from ..data.collate import COUNT_KEY, SKIP_KEY
@@ -20,6 +21,7 @@ from ..errors import CheckpointError
 from ..registry import OPTIMIZERS, SCHEDULERS, TASKS
 from ..tasks.base import Task
 from .checkpoint import load_weights_report, model_state, read_checkpoint, require_matching_weights
+from .data import TaskDataModule
 
 
 def build_task(cfg: DictConfig) -> Task:
@@ -68,11 +70,16 @@ class TaskModule(L.LightningModule):
         self.criterion = self.task.build_loss()
         self.val_metric = self.task.build_metric()
         self.test_metric = self.task.build_metric()
+        # The loss over a pass as a metric of sums, reduced exactly across processes: Lightning's sync_dist mean
+        # divides the summed sample count by the number of processes in integers (11 samples on 2 -> 5 under gloo).
+        # NaN replaced by NaN: a pass with a non-finite loss must say so (torchmetrics' "disable" drops the weights).
+        self.eval_losses = nn.ModuleDict({split: MeanMetric(nan_strategy=float("nan")) for split in ("val", "test")})
         # Per split; train counts cover the latest epoch, val/test the latest full pass (sanity checks ignored).
         self.skipped: dict[str, Counter] = {"train": Counter(), "val": Counter(), "test": Counter()}
         self.data_counts: dict[str, Counter] = {"train": Counter(), "val": Counter(), "test": Counter()}
-        self.nonfinite_streak = 0
+        self.nonfinite_streak = 0  # consecutive optimiser steps with a non-finite loss on any process
         self._skip_step = False  # set for a batch that must not update the weights
+        self._nonfinite = self._finite = False  # set for a batch whose loss is (not) finite; neither: no loss
         self._step_losses: tuple[dict[str, torch.Tensor], int] | None = None  # checked after backward
         self.test_predictions: list[dict] = []
 
@@ -84,6 +91,12 @@ class TaskModule(L.LightningModule):
             self.task.channels_last = True
         if self.cfg.train.compile:
             self.model.compile()
+
+    def on_train_start(self) -> None:
+        # Lightning restores its loop counters after the data module's state and loaders, and reads them when the
+        # first epoch starts: in between, an epoch resumed on another number of processes is re-counted.
+        if isinstance(self.trainer.datamodule, TaskDataModule):
+            self.trainer.datamodule.align_resumed_epoch()
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         """``train.norm_eval``: BatchNorm layers run in eval mode for every training batch. Checked per batch, not in
@@ -133,24 +146,36 @@ class TaskModule(L.LightningModule):
         losses, size = self._step_losses
         self._step_losses = None
         if not torch.isfinite(losses["loss"]):
-            self._skip_step = True
-            self.nonfinite_streak += 1
-            self.log("train/nonfinite_losses", float(self.nonfinite_streak), batch_size=size)
-            if self.nonfinite_streak > self.cfg.train.max_nonfinite_steps:
-                raise FloatingPointError(
-                    f"{self.nonfinite_streak} consecutive non-finite losses at step {self.global_step}: lower the "
-                    "learning rate, enable gradient clipping (train.gradient_clip_val) or check the data")
+            self._skip_step = self._nonfinite = True
             return
-        self.nonfinite_streak = 0
+        self._finite = True
         for key, value in losses.items():
             self.log(f"train/{key}", value, on_step=True, on_epoch=True, prog_bar=key == "loss", batch_size=size)
 
+    def _count_nonfinite(self, processes: int, finite: int) -> None:
+        """The streak of steps with a non-finite loss on any of ``processes`` processes (a step with only finite
+        losses on the ``finite`` others ends it; one with no loss at all, every sample skipped, does not): every
+        rank counts the same and stops at the same step with the same error, none is left waiting in a collective
+        of the next step."""
+        if not processes:
+            self.nonfinite_streak = 0 if finite else self.nonfinite_streak
+            return
+        self.nonfinite_streak += 1
+        self.log("train/nonfinite_losses", float(self.nonfinite_streak), batch_size=1)
+        if self.nonfinite_streak > self.cfg.train.max_nonfinite_steps:
+            world = self.trainer.world_size
+            where = f" (on {processes} of {world} processes)" if world > 1 else ""
+            raise FloatingPointError(
+                f"{self.nonfinite_streak} consecutive non-finite losses at step {self.global_step}{where}: lower the "
+                "learning rate, enable gradient clipping (train.gradient_clip_val) or check the data")
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        skip = self._skip_step
-        self._skip_step = False
-        if self.trainer.world_size > 1:  # any rank's reason skips every rank
-            skip = bool(self.trainer.strategy.reduce(torch.tensor(float(skip), device=self.device),
-                                                     reduce_op="sum").item())
+        skip, nonfinite, finite = int(self._skip_step), int(self._nonfinite), int(self._finite)
+        self._skip_step = self._nonfinite = self._finite = False
+        if self.trainer.world_size > 1:  # any rank's reason skips every rank; one collective a step for all three
+            flags = torch.tensor([skip, nonfinite, finite], dtype=torch.float32, device=self.device)
+            skip, nonfinite, finite = (int(v) for v in self.trainer.strategy.reduce(flags, reduce_op="sum").tolist())
+        self._count_nonfinite(nonfinite, finite)
         if not skip:
             return
         scaled = "16" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision)
@@ -169,7 +194,8 @@ class TaskModule(L.LightningModule):
             return None
         outputs = self.task.forward_eval(self.model, batch)
         loss = self.criterion(outputs, batch)["loss"]
-        self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=size)
+        self.eval_losses[prefix].update(loss.detach(), weight=size)
+        self.log(f"{prefix}/loss", self.eval_losses[prefix], on_epoch=True, batch_size=size)
         metric.update(outputs, batch)
         return outputs
 
@@ -182,8 +208,11 @@ class TaskModule(L.LightningModule):
             self.test_predictions.extend(self.task.predictions(outputs, batch))
 
     def _log_metric(self, metric: Any, prefix: str) -> None:
-        values = self.task.rename_metrics(metric.compute())
-        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=False)
+        values = self.task.rename_metrics(metric.compute())  # reduced over all processes by torchmetrics
+        # The same on every rank: a max over ranks keeps them exact, and Lightning no longer warns that values
+        # logged per epoch without sync_dist are not accumulated across devices.
+        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=False, sync_dist=True,
+                      reduce_fx="max")
         metric.reset()
 
     def on_validation_epoch_end(self) -> None:

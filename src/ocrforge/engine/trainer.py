@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
-from .callbacks import EMACallback, EpochSummary, LastCheckpointCallback, RNGStateCallback
+from ..errors import OcrforgeError
+from .callbacks import (
+    EMACallback,
+    EndLaunchedRanksOnFailure,
+    EpochSummary,
+    LastCheckpointCallback,
+    RNGStateCallback,
+    SlurmPreemption,
+)
 from .checkpoint import AtomicCheckpointIO
 from .loggers import build_loggers
+from .rundir import slurm_job_id
 
 log = logging.getLogger("ocrforge")
 
@@ -40,6 +52,21 @@ _SLOW_BF16 = ("this CPU has no native bf16 (no AVX512-BF16, AMX or Arm BF16), so
 
 def _uses_gpu(cfg: DictConfig) -> bool:
     return cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def process_count(cfg: DictConfig, devices: Any = None, num_nodes: int | None = None) -> int:
+    """How many training processes Lightning will start: torchrun's / srun's WORLD_SIZE when launched by them, else
+    devices per node (a count, a list of ids, or ``auto`` / ``-1``: every GPU, one process on CPU) x nodes."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    requested = devices if devices is not None else cfg.train.devices
+    if isinstance(requested, (list, tuple, ListConfig)):
+        per_node = len(requested)
+    elif str(requested).lstrip("-").isdigit() and int(requested) >= 0:
+        per_node = int(requested)
+    else:  # "auto" or -1
+        per_node = max(torch.cuda.device_count(), 1) if _uses_gpu(cfg) else 1
+    return per_node * (num_nodes or cfg.train.num_nodes)
 
 
 def amp_precision(cfg: DictConfig) -> str:
@@ -79,6 +106,45 @@ def tune_cpu_threads(cfg: DictConfig) -> int | None:
     return threads
 
 
+def _cluster_plugins() -> list[Any]:
+    """Under srun, Lightning's SLURM environment with its auto-requeue off (SlurmPreemption says why); Lightning picks
+    the environment itself otherwise. TorchElastic first, as Lightning does: torchrun may run inside a SLURM job."""
+    if not TorchElasticEnvironment.detect() and SLURMEnvironment.detect():
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's TCPStore binds: TIME_WAIT is free
+        try:
+            probe.bind(("", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def check_rendezvous_port(trainer: L.Trainer) -> None:
+    """The process that will host the DDP rendezvous (global rank 0) checks that its port is free before anything
+    listens or connects. Taken, it is one clear error, and Lightning starts no other rank (srun's --kill-on-bad-exit
+    ends those it started) -- not torch's EADDRINUSE traceback with the other ranks left waiting. Under torchrun the
+    launcher itself listens there (tools/dist_run.sh checks PORT before starting it)."""
+    env = getattr(trainer.strategy, "cluster_environment", None)  # DDP, also with one process: it still listens
+    if isinstance(env, SLURMEnvironment):
+        hosts, source = env.global_rank() == 0, "MASTER_PORT, or Lightning's pick from the SLURM job id"
+    elif isinstance(env, LightningEnvironment):  # without MASTER_PORT it picks a free port
+        hosts, source = env.node_rank() == 0 and env.local_rank() == 0, "MASTER_PORT"
+    else:
+        return
+    port = env.main_port
+    if hosts and not _port_is_free(port):
+        raise OcrforgeError(f"port {port} ({source}) is already in use on this machine (another training run?), so "
+                            f"the training processes cannot meet there: set MASTER_PORT to a free port, e.g. "
+                            f"MASTER_PORT={port + 1} (with tools/dist_*.sh: PORT)")
+
+
 def checkpoint_filename(monitor: str | None) -> str:
     if not monitor:
         return "epoch={epoch}-step={step}"
@@ -104,7 +170,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
     # Written at the end and on SIGTERM whatever save_last says: without it nothing could resume.
     last = LastCheckpointCallback(ckpt_dir, periodic=c.save_last, every_n_steps=c.every_n_steps,
                                   every_minutes=c.every_minutes)
-    callbacks = [checkpointing, RNGStateCallback(), last, EpochSummary(), *(callbacks or [])]
+    # SlurmPreemption after `last`: its requeue comes after the SIGTERM save.
+    preemption = [SlurmPreemption()] if slurm_job_id() else []
+    callbacks = [checkpointing, RNGStateCallback(), last, *preemption, EndLaunchedRanksOnFailure(), EpochSummary(),
+                 *(callbacks or [])]
     if cfg.ema.enabled:
         callbacks.insert(0, EMACallback(cfg.ema.decay, cfg.ema.warmup))
     loggers = build_loggers(cfg, run_dir, resume_step)
@@ -112,7 +181,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
-    return L.Trainer(
+    sync_batchnorm = t.sync_batchnorm and _uses_gpu(cfg)
+    if t.sync_batchnorm and not sync_batchnorm:
+        # torch's SyncBatchNorm raises in the first training step on CPU tensors; the same config still runs here.
+        rank_zero_only(log.warning)("train.sync_batchnorm: SyncBatchNorm runs on GPUs only; ignored on CPU")
+    trainer = L.Trainer(
         default_root_dir=str(run_dir),
         max_epochs=t.max_epochs if t.max_epochs is not None else -1,
         max_steps=t.max_steps,
@@ -130,15 +203,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, monitor: tuple[str | None, str
         devices=devices if devices is not None else t.devices,
         num_nodes=num_nodes or t.num_nodes,
         strategy=strategy or t.strategy,
+        sync_batchnorm=sync_batchnorm,
         deterministic=cfg.deterministic,
         logger=loggers or False,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *_cluster_plugins()],
         use_distributed_sampler=False,  # engine/data.py shards itself (epoch-seeded, unpadded evaluation)
         enable_progress_bar=t.progress_bar,
         enable_model_summary=True,
         profiler=t.profiler,
     )
+    check_rendezvous_port(trainer)
+    return trainer
 
 
 def stop_reason(trainer: L.Trainer) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import to_yaml
+from ..engine.callbacks import SlurmPreemption
 from ..engine.checkpoint import (
     check_resumable,
     check_resumable_weights,
@@ -34,10 +35,11 @@ from ..engine.rundir import (
     environment_info,
     find_latest_checkpoint,
     new_run_dir,
+    requeued_checkpoint,
     run_dir_of_checkpoint,
     write_json,
 )
-from ..engine.trainer import build_trainer, resolve_precision, stop_reason, tune_cpu_threads
+from ..engine.trainer import build_trainer, process_count, resolve_precision, stop_reason, tune_cpu_threads
 from ..errors import CheckpointError, ConfigError
 from .evaluate import UnevaluatedSamples
 
@@ -82,12 +84,16 @@ def _read_resume_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _lr_scale(cfg: DictConfig, devices: int) -> float:
+    """--auto-scale-lr: the global batch of one optimiser step (``data.train.batch_size`` per process x ``devices``,
+    the number of processes over all nodes, x ``accumulate_grad_batches``) over ``auto_scale_lr.base_batch_size``."""
     base = cfg.auto_scale_lr.base_batch_size
     if not base:
         raise ConfigError("--auto-scale-lr needs auto_scale_lr.base_batch_size in the config")
-    effective = cfg.data.train.batch_size * devices * cfg.train.accumulate_grad_batches
+    per_process, accumulate = cfg.data.train.batch_size, cfg.train.accumulate_grad_batches
+    effective = per_process * devices * accumulate
     scale = effective / base
-    rank_zero_info(f"auto-scale-lr: effective batch {effective} / base {base} -> lr x {scale:.4g}")
+    rank_zero_info(f"auto-scale-lr: global batch {effective} ({per_process} x {devices} processes x {accumulate} "
+                   f"accumulated) / base {base} -> lr x {scale:.4g}")
     return scale
 
 
@@ -162,7 +168,7 @@ def train(cfg: DictConfig, *, resume: str | bool | None = None, load_from: str |
     then ends gets a ``status.json`` (finished / interrupted / failed, why, at which step).
     """
     L.seed_everything(cfg.seed, workers=True)
-    resume_path = resolve_resume(resume, cfg)
+    resume_path = resolve_resume(resume, cfg) if resume else _requeued_resume(cfg)
     inherited = os.environ.get(RUN_DIR_ENV)
     try:
         return _fit(cfg, resume_path, load_from, load_from_partial or bool(cfg.get("load_from_partial")), amp,
@@ -170,6 +176,14 @@ def train(cfg: DictConfig, *, resume: str | bool | None = None, load_from: str |
     finally:
         if inherited is None:
             os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _requeued_resume(cfg: DictConfig) -> Path | None:
+    """A requeued SLURM job starts its command again, without --resume: it continues the run it interrupted."""
+    found = requeued_checkpoint(cfg.work_dir, cfg.project, cfg.exp_name)
+    if found is not None:
+        rank_zero_info(f"SLURM job restart {os.environ.get('SLURM_RESTART_COUNT')}: resuming {found}")
+    return found
 
 
 def _load_from(module: TaskModule, source: str, partial: bool) -> dict[str, Any]:
@@ -200,10 +214,16 @@ def _ended(exc: BaseException, trainer: L.Trainer | None, run_dir: Path) -> dict
     if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return {"status": "failed", "error": f"{exc.__class__.__name__}: {exc}", "global_step": step}
     last = run_dir / "checkpoints" / "last.ckpt"
-    # Lightning turns Ctrl-C into sys.exit(1); SIGTERM (SLURM pre-emption, kill) has its own exception.
-    return {"status": "interrupted", "stopped_by": "signal",
-            "signal": "SIGTERM" if isinstance(exc, SIGTERMException) else "SIGINT", "global_step": step,
-            "resume_from": str(last) if last.is_file() else None}
+    # Lightning turns Ctrl-C into sys.exit(1); SIGTERM (SLURM pre-emption, kill) has its own exception, and so has
+    # SIGUSR1 under SLURM, which stops training the same way.
+    preemption = next((c for c in trainer.callbacks if isinstance(c, SlurmPreemption)), None) if trainer else None
+    stopped = isinstance(exc, SIGTERMException)
+    status = {"status": "interrupted", "stopped_by": "signal",
+              "signal": ((preemption and preemption.signal) or "SIGTERM") if stopped else "SIGINT",
+              "global_step": step, "resume_from": str(last) if last.is_file() else None}
+    if stopped and preemption is not None:
+        status["slurm_job_id"] = preemption.job_id  # how the requeued job finds this run (requeued_checkpoint)
+    return status
 
 
 def _fit(cfg: DictConfig, resume_path: Path | None, load_from: str | None, load_from_partial: bool, amp: bool,
@@ -214,8 +234,7 @@ def _fit(cfg: DictConfig, resume_path: Path | None, load_from: str | None, load_
         check_resumable(resume_checkpoint, resume_path, OmegaConf.to_container(cfg))
     # Resolved (--amp, auto) and recorded in the effective config, so test/export of this run know how it trained.
     cfg.train.precision = resolve_precision(cfg, amp)
-    requested = devices if devices is not None else cfg.train.devices
-    world = (int(requested) if str(requested).isdigit() else 1) * (num_nodes or cfg.train.num_nodes)
+    world = process_count(cfg, devices, num_nodes)
     scale = _lr_scale(cfg, world) if auto_scale_lr or cfg.auto_scale_lr.enabled else 1.0
     # model.pretrained starts a fresh run; a resumed one brings its own weights.
     module = TaskModule(OmegaConf.to_container(cfg), lr_scale=scale, pretrained=resume_path is None)
@@ -235,7 +254,8 @@ def _fit(cfg: DictConfig, resume_path: Path | None, load_from: str | None, load_
 
     # A resumed run continues in its own folder; a fresh one never reuses an earlier folder.
     previous = run_dir_of_checkpoint(resume_path) if resume_path else None
-    run_dir = previous or new_run_dir(cfg.work_dir, cfg.project, cfg.exp_name)
+    # Under torchrun / srun only rank 0 creates it; the others learn it by broadcast once connected (new_run_dir).
+    run_dir = previous or new_run_dir(cfg.work_dir, cfg.project, cfg.exp_name, create=_is_rank_zero())
     os.environ[RUN_DIR_ENV] = str(run_dir)
     trainer: L.Trainer | None = None
     try:
@@ -266,8 +286,13 @@ def _fit(cfg: DictConfig, resume_path: Path | None, load_from: str | None, load_
                     weights_only=False)
     except BaseException as exc:
         if _is_rank_zero():
-            write_json(run_dir / "status.json", _ended(exc, trainer, run_dir))
+            status = _ended(exc, trainer, run_dir)
+            write_json(run_dir / "status.json", status)
+            if "slurm_job_id" in status:  # only now: a requeue makes SLURM end this job within seconds
+                preemption = next(c for c in trainer.callbacks if isinstance(c, SlurmPreemption))
+                write_json(run_dir / "status.json", {**status, "requeued": preemption.requeue()})
         raise
+    run_dir = Path(trainer.strategy.broadcast(str(run_dir)))  # rank 0's folder on every rank
 
     stopped_by, why = stop_reason(trainer)
     rank_zero_info(f"training stopped: {why}")

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Train on a SLURM cluster: GPUS processes (one per GPU), GPUS_PER_NODE on each node, through srun.
+# Usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [ARGS...]   ARGS go to `ocrforge train`
+#
+# Environment (MMOCR's names and defaults): GPUS=8, GPUS_PER_NODE=8, CPUS_PER_TASK=5, SRUN_ARGS (more srun options,
+# e.g. "--time=24:00:00 --qos=high"); PYTHON=python.
+#
+# Pre-emption: SLURM sends SIGUSR1 90 s before the job's time limit (--signal below); SIGUSR1 or SIGTERM stop the
+# training after the current batch, last.ckpt is saved, and the job is requeued (scontrol requeue), whereupon the
+# same command resumes that run. SLURM requeues batch jobs only: for that, submit this script with sbatch, e.g.
+#   sbatch -p PARTITION --nodes=2 --gres=gpu:8 --ntasks-per-node=8 --requeue --wrap \
+#       "GPUS=16 tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR"
+# Started from a login shell instead, the run stops and saves the same way and is continued with --resume.
+set -euo pipefail
+
+if [ "$#" -lt 4 ]; then
+    echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [ARGS...]" >&2
+    exit 2
+fi
+PARTITION=$1
+JOB_NAME=$2
+CONFIG=$3
+WORK_DIR=$4
+shift 4
+GPUS=${GPUS:-8}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+CPUS_PER_TASK=${CPUS_PER_TASK:-5}
+SRUN_ARGS=${SRUN_ARGS:-}
+PYTHON=${PYTHON:-python}
+PER_NODE=$((GPUS < GPUS_PER_NODE ? GPUS : GPUS_PER_NODE))  # a job smaller than a node: GPUS on one node
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# --kill-on-bad-exit: one task failing ends the others, rather than leaving them waiting for it in a collective.
+# shellcheck disable=SC2086  # SRUN_ARGS holds several options
+PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" exec srun -p "$PARTITION" \
+    --job-name="$JOB_NAME" \
+    --gres=gpu:"$PER_NODE" \
+    --ntasks="$GPUS" \
+    --ntasks-per-node="$PER_NODE" \
+    --cpus-per-task="$CPUS_PER_TASK" \
+    --kill-on-bad-exit=1 \
+    --signal=USR1@90 \
+    $SRUN_ARGS \
+    "$PYTHON" -u -m ocrforge.cli train "$CONFIG" --work-dir "$WORK_DIR" --launcher slurm "$@"
