@@ -17,28 +17,4 @@ if [ "$#" -lt 4 ]; then
     echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [ARGS...]" >&2
     exit 2
 fi
-PARTITION=$1
-JOB_NAME=$2
-CONFIG=$3
-WORK_DIR=$4
-shift 4
-GPUS=${GPUS:-8}
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-}
-PYTHON=${PYTHON:-python}
-PER_NODE=$((GPUS < GPUS_PER_NODE ? GPUS : GPUS_PER_NODE))  # a job smaller than a node: GPUS on one node
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-
-# --kill-on-bad-exit: one task failing ends the others, rather than leaving them waiting for it in a collective.
-# shellcheck disable=SC2086  # SRUN_ARGS holds several options
-PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" exec srun -p "$PARTITION" \
-    --job-name="$JOB_NAME" \
-    --gres=gpu:"$PER_NODE" \
-    --ntasks="$GPUS" \
-    --ntasks-per-node="$PER_NODE" \
-    --cpus-per-task="$CPUS_PER_TASK" \
-    --kill-on-bad-exit=1 \
-    --signal=USR1@90 \
-    $SRUN_ARGS \
-    "$PYTHON" -u -m ocrforge.cli train "$CONFIG" --work-dir "$WORK_DIR" --launcher slurm "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/slurm_run.sh" "$1" "$2" --signal=USR1@90 train "$3" --work-dir "$4" --launcher slurm "${@:5}"
