@@ -21,8 +21,8 @@ import torch
 from ocrforge.config import load_config
 from ocrforge.data.converters.det_labels import read_icdar2015_dataset
 from ocrforge.data.images import read_image
+from ocrforge.engine.loading import module_from_checkpoint
 from ocrforge.engine.module import TaskModule
-from ocrforge.runners.evaluate import module_from_checkpoint
 from ocrforge.tasks.det.inference import polygons_from_prob, prepare, resized_shape
 from ocrforge.tasks.det.targets import make_db_targets
 

@@ -31,6 +31,23 @@ def test_unknown_backbone_names_similar_ones() -> None:
         Classifier(num_classes=2, backbone="resnet181")
 
 
+def test_timm_backbone_mapping_is_the_name_form_spelled_out() -> None:
+    """``backbone: {type: TimmClassifierBackbone, name: …}`` builds what the bare name builds, with the same keys,
+    so checkpoints of either form load into the other."""
+    short = Classifier(num_classes=3, backbone="resnet18", drop_rate=0.2, backbone_kwargs={"drop_path_rate": 0.1})
+    spelled = Classifier(num_classes=3, backbone={"type": "TimmClassifierBackbone", "name": "resnet18",
+                                                  "drop_rate": 0.2, "drop_path_rate": 0.1})
+    assert [(k, v.shape) for k, v in short.state_dict().items()] == [
+        (k, v.shape) for k, v in spelled.state_dict().items()]
+    assert short.backbone.drop_rate == spelled.backbone.drop_rate == 0.2
+    spelled.load_state_dict(short.state_dict())
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(short.eval()(images)["logits"], spelled.eval()(images)["logits"])
+    with pytest.raises(ValueError, match=r"model\.drop_rate: only with a timm model name"):
+        Classifier(num_classes=3, backbone={"type": "TimmClassifierBackbone", "name": "resnet18"}, drop_rate=0.2)
+
+
 def test_cosface_export_outputs_normalised_embedding(tmp_path: Path) -> None:
     cfg = load_config(tiny_cls_config(tmp_path, model={"type": "Classifier", "backbone": "lcnet_050",
                                                        "head": {"type": "cosface", "embedding_size": 16}}))

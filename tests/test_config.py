@@ -12,7 +12,7 @@ import yaml
 from ocrforge.config import load_config, parse_override
 from ocrforge.config.schema import EmaSchema, LoaderSchema, TrainSchema
 from ocrforge.errors import ConfigError
-from ocrforge.registry import DATASETS
+from ocrforge.registry import CLS_DATASETS
 from ocrforge.tasks.cls.task import ClsDataSchema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,15 +106,15 @@ def test_delete_replaces_mapping_instead_of_merging(tmp_path):
           type: Classifier
           backbone: lcnet_050
           drop_rate: 0.2
-          head: {type: cosface, embedding_size: 64, margin: 0.3}
+          head: {type: CosFaceHead, embedding_size: 64, margin: 0.3}
     """)
     child = write(tmp_path / "child.yaml", """
         _base_: [base.yaml]
         model:
-          head: {_delete_: true, type: linear, dropout: 0.1}
+          head: {_delete_: true, type: LinearHead, dropout: 0.1}
     """)
     cfg = load_config(child)
-    assert dict(cfg.model.head) == {"type": "linear", "dropout": 0.1}
+    assert dict(cfg.model.head) == {"type": "LinearHead", "dropout": 0.1}
     assert cfg.model.drop_rate == 0.2 and cfg.model.backbone == "lcnet_050"  # outer mapping still merged
 
 
@@ -122,20 +122,20 @@ def test_without_delete_another_type_replaces_and_the_same_type_merges(tmp_path)
     write(tmp_path / "base.yaml", """
         model:
           type: Classifier
-          head: {type: cosface, embedding_size: 64}
+          head: {type: CosFaceHead, embedding_size: 64}
     """)
     child = write(tmp_path / "child.yaml", """
         _base_: [base.yaml]
         model:
-          head: {type: linear}
+          head: {type: LinearHead}
     """)
-    assert dict(load_config(child).model.head) == {"type": "linear"}  # cosface's arguments do not leak
+    assert dict(load_config(child).model.head) == {"type": "LinearHead"}  # CosFaceHead's arguments do not leak
     same = write(tmp_path / "same.yaml", """
         _base_: [base.yaml]
         model:
-          head: {type: cosface, margin: 0.3}
+          head: {type: CosFaceHead, margin: 0.3}
     """)
-    assert dict(load_config(same).model.head) == {"type": "cosface", "embedding_size": 64, "margin": 0.3}
+    assert dict(load_config(same).model.head) == {"type": "CosFaceHead", "embedding_size": 64, "margin": 0.3}
 
 
 def test_circular_base_is_a_config_error(tmp_path):
@@ -183,7 +183,7 @@ def test_missing_base_file_is_a_config_error(tmp_path):
     ],
 )
 def test_override_values_are_parsed_as_yaml(tmp_path, override, key, expected, kind):
-    path = write(tmp_path / "cfg.yaml", "optimizer: {type: adamw}\n")
+    path = write(tmp_path / "cfg.yaml", "optimizer: {type: AdamW}\n")
     cfg = load_config(path, [override])
     value = cfg[key[0]][key[1]]
     if kind is list:
@@ -308,7 +308,7 @@ def test_int_is_accepted_where_float_is_expected(tmp_path):
 
 
 def test_float_syntax_in_yaml_file_is_a_float(tmp_path):
-    path = write(tmp_path / "cfg.yaml", "optimizer: {type: adamw, lr: 1e-3}\n")
+    path = write(tmp_path / "cfg.yaml", "optimizer: {type: AdamW, lr: 1e-3}\n")
     lr = load_config(path).optimizer.lr
     assert isinstance(lr, float) and lr == pytest.approx(1e-3)
 
@@ -321,13 +321,13 @@ def test_unknown_key_in_registry_node_suggests_constructor_argument(tmp_path):
 
 
 def test_wrong_type_of_registry_argument(tmp_path):
-    path = write(tmp_path / "cfg.yaml", "optimizer: {type: adamw, lr: fast}\n")
+    path = write(tmp_path / "cfg.yaml", "optimizer: {type: AdamW, lr: fast}\n")
     message = config_error(path)
     assert "optimizer.lr" in message and "expected float" in message
 
 
 def test_unknown_key_in_nested_head_node(tmp_path):
-    path = write(tmp_path / "cfg.yaml", "model: {type: Classifier, head: {type: cosface, embeding_size: 3}}\n")
+    path = write(tmp_path / "cfg.yaml", "model: {type: Classifier, head: {type: CosFaceHead, embeding_size: 3}}\n")
     message = config_error(path)
     assert "model.head.embeding_size" in message
     assert "did you mean 'embedding_size'" in message
@@ -335,7 +335,8 @@ def test_unknown_key_in_nested_head_node(tmp_path):
 
 @pytest.mark.parametrize(
     ("section", "typo", "suggestion"),
-    [("optimizer", "adamww", "adamw"), ("scheduler", "cosin", "cosine"), ("loss", "cross_entopy", "cross_entropy")],
+    [("optimizer", "adamww", "AdamW"), ("scheduler", "cosin", "CosineLR"),
+     ("loss", "cross_entopy", "CrossEntropyLoss"), ("model", "Clasifier", "Classifier")],
 )
 def test_unknown_registry_type_suggests_closest(tmp_path, section, typo, suggestion):
     path = write(tmp_path / "cfg.yaml", f"{section}: {{type: {typo}}}\n")
@@ -346,16 +347,36 @@ def test_unknown_registry_type_suggests_closest(tmp_path, section, typo, suggest
 
 
 def test_unknown_registry_type_adamx_gets_a_suggestion(tmp_path):
-    # 'adamx' is equally close to 'adam' and 'adamw'; difflib picks 'adam', either is a sensible hint.
+    # 'adamx' is equally close to 'Adam' and 'AdamW'; difflib picks 'Adam', either is a sensible hint.
     message = config_error(write(tmp_path / "cfg.yaml", "optimizer: {type: adamx}\n"))
-    assert "did you mean 'adam" in message
-    assert "adamw" in message  # the known names are listed
+    assert "did you mean 'Adam" in message
+    assert "known: Adam, AdamW, SGD)" in message  # the current names, not the old ones
+
+
+def test_components_are_looked_up_in_the_registries_of_the_config_task(tmp_path):
+    path = write(tmp_path / "cfg.yaml", """
+        task: rec
+        model: {type: Recognizer, neck: {type: DBFPN}, head: {type: LinearHead}, aux_head: {type: attention}}
+        loss: {type: CrossEntropyLoss}
+        data:
+          train: {type: SynthOrientationDataset}
+    """)
+    message = config_error(path)
+    for fragment in ("model.neck.type: unknown neck type 'DBFPN' for task rec ('DBFPN' is a det neck)",
+                     "model.head.type: unknown head type 'LinearHead' for task rec ('LinearHead' is a cls head)",
+                     "loss.type: unknown loss type 'CrossEntropyLoss' for task rec ('CrossEntropyLoss' is a cls loss)",
+                     "data.train.type: unknown dataset type 'SynthOrientationDataset' for task rec "
+                     "('SynthOrientationDataset' is a cls dataset)"):
+        assert fragment in message
+    assert "aux_head" not in message  # an old name of a rec head, in a rec config
+    det = config_error(write(tmp_path / "det.yaml", "task: det\nmodel: {type: Classifier}\n"))
+    assert "model.type: unknown model type 'Classifier' for task det ('Classifier' is a cls model)" in det
 
 
 def test_injected_constructor_arguments_cannot_be_set(tmp_path):
     path = write(tmp_path / "cfg.yaml", """
         model: {type: Classifier, num_classes: 3}
-        scheduler: {type: cosine, total_steps: 100}
+        scheduler: {type: CosineLR, total_steps: 100}
     """)
     message = config_error(path)
     assert "model.num_classes" in message
@@ -368,7 +389,7 @@ def test_unknown_key_in_data_split_suggests_dataset_or_loader_key(tmp_path, typo
     path = write(tmp_path / "cfg.yaml", f"""
         task: cls
         data:
-          train: {{type: SynthOrientation, mode: page, {typo}: 4}}
+          train: {{type: SynthOrientationDataset, mode: page, {typo}: 4}}
     """)
     message = config_error(path)
     assert f"data.train.{typo}" in message
@@ -379,8 +400,8 @@ def test_data_split_checks_types_literals_and_required_arguments(tmp_path):
     path = write(tmp_path / "cfg.yaml", """
         task: cls
         data:
-          train: {type: ImageFolder, batch_size: 8}
-          val: {type: SynthOrientation, mode: diagonal, shuffle: maybe}
+          train: {type: ImageFolderDataset, batch_size: 8}
+          val: {type: SynthOrientationDataset, mode: diagonal, shuffle: maybe}
     """)
     message = config_error(path)
     assert "data.train.root" in message and "required" in message
@@ -396,7 +417,7 @@ def test_data_section_of_the_task_schema_is_checked(tmp_path):
 
 
 def test_data_section_is_checked_when_task_is_left_at_its_default(tmp_path):
-    path = write(tmp_path / "cfg.yaml", "data:\n  train: {type: SynthOrientation, num_sample: 4}\n")
+    path = write(tmp_path / "cfg.yaml", "data:\n  train: {type: SynthOrientationDataset, num_sample: 4}\n")
     message = config_error(path)
     assert "data.train.num_sample" in message
 
@@ -434,7 +455,7 @@ def test_all_problems_are_listed_in_one_error(tmp_path):
         model: {type: Classifier, backboen: lcnet_050}
         optimizer: {type: adamww}
         data:
-          train: {type: SynthOrientation, num_sample: 4}
+          train: {type: SynthOrientationDataset, num_sample: 4}
     """)
     message = config_error(path, ("ema.decai=0.5",))
     assert message.startswith("invalid config (6 problems)")
@@ -467,7 +488,7 @@ def test_effective_config_has_schema_defaults_filled_in(tmp_path):
     assert list(cfg.data.std) == ClsDataSchema().std
     assert list(cfg.data.image_size) == [32, 32]
     assert cfg.data.classes is None
-    assert cfg.optimizer.type == "adamw" and cfg.scheduler.type == "cosine"
+    assert cfg.optimizer.type == "AdamW" and cfg.scheduler.type == "CosineLR"
     assert cfg.logging.wandb.offline is True
 
 
@@ -482,7 +503,7 @@ def test_shipped_orientation_config_loads(tmp_path):
     assert cfg.train.precision == TrainSchema().precision  # from the schema
     assert cfg.ema.decay == shipped["ema"]["decay"] and cfg.ema.warmup == EmaSchema().warmup
     assert dict(cfg.data.train) == shipped["data"]["train"]
-    dataset_args = set(inspect.signature(DATASETS.get(cfg.data.train.type)).parameters)
+    dataset_args = set(inspect.signature(CLS_DATASETS.get(cfg.data.train.type)).parameters)
     assert set(cfg.data.train) - {"type"} <= dataset_args | set(vars(LoaderSchema()))
 
 

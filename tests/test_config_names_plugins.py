@@ -23,7 +23,7 @@ from conftest import REPO, tiny_cls_config, write_config
 from ocrforge.cli import main
 from ocrforge.config import load_config
 from ocrforge.errors import ConfigError
-from ocrforge.registry import ALL_REGISTRIES, MODELS, MODULE_REGISTRIES
+from ocrforge.registry import ALL_REGISTRIES, CLS_MODELS, MODULE_REGISTRIES
 from ocrforge.tasks.cls.synth import SynthOrientationDataset
 
 
@@ -51,7 +51,7 @@ def _error(*args, **kwargs) -> str:
 def test_a_shipped_config_is_found_by_its_name(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # not the repository: the name is looked up beside the package source
     cfg = load_config("lcnet050_cosface_96")
-    assert cfg.exp_name == "lcnet050_cosface_96" and cfg.model.head.type == "cosface"
+    assert cfg.exp_name == "lcnet050_cosface_96" and cfg.model.head.type == "CosFaceHead"
     assert cfg == load_config(REPO / "configs" / "cls" / "lcnet050_cosface_96.yaml")
 
 
@@ -104,7 +104,7 @@ PLAIN_MODEL = """
     from torch import nn
     from torch.nn import Linear  # imported, not defined here: not registered
 
-    from ocrforge.registry import HEADS
+    from ocrforge.registry import CLS_HEADS
 
 
     class {model}(nn.Module):
@@ -118,7 +118,7 @@ PLAIN_MODEL = """
             return {{"logits": self.fc(self.features(images))}}
 
 
-    @HEADS.register("{head}")
+    @CLS_HEADS.register("{head}")
     class DecoratedHead(nn.Module):
         config_injected = ("in_features", "num_classes")
 
@@ -161,8 +161,8 @@ def test_plugin_folder_registers_plain_modules_under_their_class_names(tmp_path,
     cfg = load_config(cfg_path, plugin_dir=plugin.folder)
     for registry in MODULE_REGISTRIES:  # every registry of network parts
         assert registry.get(plugin.model).__name__ == plugin.model
-    assert "Linear" not in MODELS  # imported into the plugin, not defined there
-    assert "DecoratedHead" not in MODELS and ALL_REGISTRIES["head"].get(plugin.head).__name__ == "DecoratedHead"
+    assert "Linear" not in CLS_MODELS  # imported into the plugin, not defined there
+    assert "DecoratedHead" not in CLS_MODELS and ALL_REGISTRIES["cls.head"].get(plugin.head).__name__ == "DecoratedHead"
     assert list(cfg.plugins) == [str(plugin.folder)]  # recorded, absolute
 
 
@@ -176,7 +176,7 @@ def test_custom_imports_register_plain_modules_and_record_their_folder(tmp_path,
     monkeypatch.chdir(REPO)
     cfg_path = _config(plugin.folder, {"model": {"type": plugin.model}, "custom_imports": [plugin.module]})
     cfg = load_config(cfg_path)  # found beside the config
-    assert plugin.model in MODELS
+    assert plugin.model in CLS_MODELS
     assert list(cfg.import_paths) == [str(plugin.folder)]
 
 
@@ -190,7 +190,8 @@ def test_plugin_model_gets_num_classes_once(tmp_path, plugin):
     assert build_model(omitted).fc.out_features == 2
     differing = load_config(_config(tmp_path, {"model": {"type": plugin.model, "num_classes": 3}}),
                             plugin_dir=plugin.folder)
-    with pytest.raises(ConfigError, match=f"model '{plugin.model}': the config sets num_classes=3, but 2"):
+    with pytest.raises(ConfigError, match=f"model '{plugin.model}' for task cls: the config sets num_classes=3, "
+                                                f"but 2"):
         build_model(differing)
 
 
@@ -205,7 +206,7 @@ def test_a_run_with_plugins_is_tested_exported_and_predicted_without_flags(tmp_p
     forget(plugin)
     onnx_path = tmp_path / "plain.onnx"
     assert main(["export", str(ckpt), "--out", str(onnx_path)]) == 0, capsys.readouterr().err
-    assert onnx_path.is_file() and plugin.model in MODELS
+    assert onnx_path.is_file() and plugin.model in CLS_MODELS
 
     forget(plugin)
     images = tmp_path / "images"
@@ -231,46 +232,46 @@ def test_a_run_with_plugins_is_tested_exported_and_predicted_without_flags(tmp_p
 
 
 def _onecycle_config(tmp_path: Path) -> Path:
-    return _config(tmp_path, {"scheduler": {"type": "onecycle", "pct_start": 0.2, "div_factor": 10.0}})
+    return _config(tmp_path, {"scheduler": {"type": "OneCycleLR", "pct_start": 0.2, "div_factor": 10.0}})
 
 
 def test_override_that_changes_type_replaces_the_mapping(tmp_path):
     path = _onecycle_config(tmp_path)
-    assert dict(load_config(path, ["scheduler.type=cosine"]).scheduler) == {"type": "cosine"}
+    assert dict(load_config(path, ["scheduler.type=CosineLR"]).scheduler) == {"type": "CosineLR"}
     # in either order: replacing comes before the items are applied
-    for items in (["scheduler.type=cosine", "scheduler.warmup_ratio=0.1"],
-                  ["scheduler.warmup_ratio=0.1", "scheduler.type=cosine"],
-                  ["scheduler={type: cosine, warmup_ratio: 0.1}"]):
-        assert dict(load_config(path, items).scheduler) == {"type": "cosine", "warmup_ratio": 0.1}, items
+    for items in (["scheduler.type=CosineLR", "scheduler.warmup_ratio=0.1"],
+                  ["scheduler.warmup_ratio=0.1", "scheduler.type=CosineLR"],
+                  ["scheduler={type: CosineLR, warmup_ratio: 0.1}"]):
+        assert dict(load_config(path, items).scheduler) == {"type": "CosineLR", "warmup_ratio": 0.1}, items
     # the same type merges as before
-    assert dict(load_config(path, ["scheduler.type=onecycle", "scheduler.pct_start=0.3"]).scheduler) == \
-        {"type": "onecycle", "pct_start": 0.3, "div_factor": 10.0}
+    assert dict(load_config(path, ["scheduler.type=OneCycleLR", "scheduler.pct_start=0.3"]).scheduler) == \
+        {"type": "OneCycleLR", "pct_start": 0.3, "div_factor": 10.0}
 
 
 def test_delete_in_overrides(tmp_path):
     path = _onecycle_config(tmp_path)
-    for items in (["scheduler._delete_=true", "scheduler.type=onecycle"],
-                  ["scheduler.type=onecycle", "scheduler._delete_=true"],
-                  ["scheduler={_delete_: true, type: onecycle}"]):
-        assert dict(load_config(path, items).scheduler) == {"type": "onecycle"}, items
+    for items in (["scheduler._delete_=true", "scheduler.type=OneCycleLR"],
+                  ["scheduler.type=OneCycleLR", "scheduler._delete_=true"],
+                  ["scheduler={_delete_: true, type: OneCycleLR}"]):
+        assert dict(load_config(path, items).scheduler) == {"type": "OneCycleLR"}, items
     # a mapping value without _delete_ merges into the mapping there, as a child config's does
     assert dict(load_config(path, ["scheduler={pct_start: 0.5}"]).scheduler) == \
-        {"type": "onecycle", "pct_start": 0.5, "div_factor": 10.0}
+        {"type": "OneCycleLR", "pct_start": 0.5, "div_factor": 10.0}
 
 
 def test_child_config_that_changes_type_replaces_the_mapping(tmp_path):
-    base = tiny_cls_config(tmp_path, model={"head": {"type": "cosface", "embedding_size": 16, "margin": 0.3}})
-    child = write_config(tmp_path / "child.yaml", {"_base_": [base.name], "model": {"head": {"type": "linear"}}},
-                         {})
+    base = tiny_cls_config(tmp_path, model={"head": {"type": "CosFaceHead", "embedding_size": 16, "margin": 0.3}})
+    child = write_config(tmp_path / "child.yaml",
+                         {"_base_": [base.name], "model": {"head": {"type": "LinearHead"}}}, {})
     cfg = load_config(child)
-    assert dict(cfg.model.head) == {"type": "linear"} and cfg.model.backbone == "lcnet_050"
+    assert dict(cfg.model.head) == {"type": "LinearHead"} and cfg.model.backbone == "lcnet_050"
 
 
 # --- transform names -------------------------------------------------------------------------------------------------
 
 
 def test_transform_name_typo_suggests_the_torchvision_transform(tmp_path):
-    spec = {"type": "SynthOrientation", "mode": "line", "num_samples": 4,
+    spec = {"type": "SynthOrientationDataset", "mode": "line", "num_samples": 4,
             "transforms": [{"type": "RandomRotation", "degrees": 3}, {"type": "ColorJitte", "brightness": 0.2}]}
     path = tiny_cls_config(tmp_path, data={"image_size": [32, 32], "train": spec})
     message = _error(path)
@@ -336,17 +337,20 @@ def test_stand_ins_read_from_the_source_match_the_imported_objects():
     from ocrforge.config.validate import constructor_params
 
     index = builtin_index()
-    stand_ins = {(registry, name): stand_in(registry, module, definition)
-                 for registry, name, module, definition in index}
-    for module in {module for _, _, module, _ in index}:
+    stand_ins = {(entry.registry, entry.name): stand_in(entry.registry, entry.module, entry.definition)
+                 for entry in index}
+    for module in {entry.module for entry in index}:
         importlib.import_module(module)
     registered = {(r.name, name) for r in ALL_REGISTRIES.values() for name, obj in r._items.items()
                   if obj.__module__.startswith("ocrforge.")}
     assert set(stand_ins) == registered
+    for entry in index:  # the old names read from the decorators are the ones the imported registries hold
+        assert ALL_REGISTRIES[entry.registry].aliases(entry.name) == sorted(entry.aliases), entry
     for (registry, name), static in stand_ins.items():
         real = ALL_REGISTRIES[registry].get(name)
         if registry == "task":
             _same_schema(static.data_schema, real.data_schema)
+            assert getattr(static, "inference_module", None) == getattr(real, "inference_module", None), name
             continue
         (params, hints, var_kw), (real_params, real_hints, real_var_kw) = (constructor_params(static),
                                                                           constructor_params(real))
@@ -358,3 +362,32 @@ def test_stand_ins_read_from_the_source_match_the_imported_objects():
                               real_hints.get(key, real_params[key].annotation)), (name, key)
         for attribute, default in (("config_children", {}), ("config_injected", ())):
             assert getattr(static, attribute, default) == getattr(real, attribute, default), (name, attribute)
+
+
+def test_every_built_in_is_registered_under_its_class_name():
+    """One convention: the key is the class name (builder functions: the name of what they build)."""
+    from ocrforge.builtins import builtin_index
+
+    for entry in builtin_index():
+        if entry.registry == "task":  # cls, rec, det
+            continue
+        assert entry.name[0].isupper() and "_" not in entry.name, entry
+        if entry.definition[0].isupper():  # a class, not a builder function
+            assert entry.name == entry.definition, entry
+    optimizers = {e.name for e in builtin_index() if e.registry in ("optimizer", "scheduler")}
+    assert {"AdamW", "Adam", "SGD", "CosineLR", "MultiStepLR", "OneCycleLR", "PolyLR", "ConstantLR"} <= optimizers
+
+
+def test_children_name_task_registries_and_what_the_parent_passes():
+    """Every built-in model names, for each child, a registry of its own task and the arguments it passes."""
+    from ocrforge.builtins import builtin_index
+    from ocrforge.config.validate import child_spec
+
+    models = [e for e in builtin_index() if e.registry.endswith(".model")]
+    assert {e.name for e in models} >= {"Classifier", "Recognizer", "DBNet"}
+    for entry in models:
+        children = ALL_REGISTRIES[entry.registry].describe(entry.name).config_children
+        for key, spec in children.items():
+            registry, passed = child_spec(spec)
+            assert registry in ALL_REGISTRIES and registry.startswith(entry.registry.split(".")[0] + "."), (entry, key)
+            assert isinstance(spec, tuple) and all(isinstance(name, str) for name in passed), (entry, key)

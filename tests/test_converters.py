@@ -15,13 +15,12 @@ import pytest
 from ocrforge import cli_data
 from ocrforge.data.converters.det_labels import (
     TextRegion,
-    order_quad,
     parse_icdar2015_line,
     read_icdar2015,
     read_paddle_det,
-    region_quad,
     write_icdar2015,
 )
+from ocrforge.data.geometry import order_quad, region_quad
 from ocrforge.data.images import read_image
 from ocrforge.data.lmdb_store import LmdbReader
 from ocrforge.data.rec_labels import read_rec_labels

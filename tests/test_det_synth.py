@@ -15,7 +15,7 @@ from ocrforge.data.converters.det_labels import read_icdar2015_dataset, read_pad
 from ocrforge.data.images import read_image
 from ocrforge.data.synth_text import pack_dir
 from ocrforge.data.synth_text.fonts_pack import cached_font
-from ocrforge.registry import DATASETS
+from ocrforge.registry import DET_DATASETS
 from ocrforge.tasks.det.synth_layout import Sheet, set_line, stamp, typeset_word, view_page, word_pad
 from ocrforge.tasks.det.synth_pages import PageRenderer, SynthPage, SynthPagesDataset
 
@@ -176,7 +176,7 @@ def test_cli_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture)
 
 
 def test_dataset_items_follow_the_contract() -> None:
-    assert DATASETS.get("SynthPages") is SynthPagesDataset
+    assert DET_DATASETS.get("SynthPagesDataset") is DET_DATASETS.get("SynthPages") is SynthPagesDataset
     dataset = SynthPagesDataset(num_samples=3, seed=1, height=128, width=160)
     assert len(dataset) == 3
     item = dataset[2]

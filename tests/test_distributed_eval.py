@@ -22,7 +22,7 @@ from ocrforge.data.collate import SkipSafeDataset
 from ocrforge.engine.data import build_dataloader
 from ocrforge.engine.module import TaskModule, build_task
 from ocrforge.engine.samplers import EpochIndexSampler, LengthBucketBatchSampler
-from ocrforge.runners.evaluate import test as run_test
+from ocrforge.runners.test import test as run_test
 from ocrforge.runners.train import train
 from ocrforge.tasks.cls.synth import SynthOrientationDataset
 
@@ -33,10 +33,10 @@ DDP = ["train.devices=2", "train.strategy=ddp", "train.accelerator=cpu"]
 PLUGIN = '''
 import json, os
 import torch
-from ocrforge.registry import LOSSES
+from ocrforge.registry import CLS_LOSSES
 
 
-@LOSSES.register("test_recorded_ce")
+@CLS_LOSSES.register("test_recorded_ce")
 class RecordedCE(torch.nn.Module):
     def __init__(self, folder: str = "", nan_rank: int = -1) -> None:
         super().__init__()

@@ -15,10 +15,10 @@ from conftest import tiny_cls_config
 
 from ocrforge.config import load_config
 from ocrforge.engine import trainer as trainer_module
+from ocrforge.engine.loading import module_from_checkpoint
 from ocrforge.engine.trainer import resolve_precision
 from ocrforge.export.onnx_export import export_onnx
-from ocrforge.registry import LOSSES
-from ocrforge.runners.evaluate import module_from_checkpoint
+from ocrforge.registry import CLS_LOSSES
 from ocrforge.runners.train import train
 
 
@@ -147,7 +147,7 @@ def test_amp_picks_bf16_on_a_cpu_with_native_bf16(tmp_path: Path, monkeypatch: p
     assert torch.isfinite(torch.tensor(result.metrics["final"]["train/loss_epoch"]))
 
 
-@LOSSES.register("test_nan_on_even_steps")
+@CLS_LOSSES.register("test_nan_on_even_steps")
 class _NanOnEvenSteps(torch.nn.Module):
     def __init__(self, always: bool = False) -> None:
         super().__init__()

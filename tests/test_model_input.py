@@ -23,7 +23,7 @@ def test_device_normalisation_matches_export_preprocessing(config):
     assert batch["image"].dtype == torch.uint8
     model_input = task.model_input(batch).numpy()
     for i in range(3):
-        expected = task.preprocess(raw[i]["image"])
+        expected = task.exporter().preprocess(raw[i]["image"])
         h, w = expected.shape[1:]
         np.testing.assert_array_equal(model_input[i, :, :h, :w], expected)  # same float32 ops, same order
 

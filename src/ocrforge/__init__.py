@@ -16,7 +16,7 @@ _API = {
     "build_model": "ocrforge.api",
     "load_checkpoint": "ocrforge.api",
     "train": "ocrforge.runners.train",
-    "test": "ocrforge.runners.evaluate",
+    "test": "ocrforge.runners.test",
     "predict": "ocrforge.runners.predict",
     "export_onnx": "ocrforge.export.onnx_export",
     "to_onnx": "ocrforge.export.onnx_export",

@@ -1,4 +1,5 @@
-"""Python API helpers that have no CLI command of their own (seed 000's ModelLoader use)."""
+"""Python API helpers that have no CLI command of their own: a model built from a config, or loaded from a
+checkpoint (the job of MyOCR's ModelLoader)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 from torch import nn
 
+from .engine.loading import module_from_checkpoint
 from .engine.module import build_task, load_pretrained
-from .runners.evaluate import module_from_checkpoint
 
 
 def build_model(cfg: DictConfig) -> nn.Module:

@@ -1,15 +1,19 @@
 """Built-in components: known by name from the source, imported when a name is first built.
 
 Most component modules import torch, timm or Lightning (seconds). ``register_builtins`` reads every
-``@REGISTRY.register(...)`` decorator of the package from the source instead, so loading and checking a config
-(``ocrforge config print``) imports none of them. Validation needs each named component's constructor signature
-(and a task's ``data_schema``); ``stand_in`` reads those from the source too:
+``@REGISTRY.register(...)`` decorator of the package from the source instead (its registry, name and literal
+``aliases=``), so loading and checking a config (``ocrforge config print``) imports none of them. Validation needs
+each named component's constructor signature (and a task's ``data_schema``); ``stand_in`` reads those from the
+source too:
 
-- a signature from the ``__init__`` (or function) definition, following base classes inside the package; its
-  annotations evaluated against the module's imports, where a module not imported yet (torch, numpy) gives an
-  opaque class, which the validator accepts any value for, as it does for the real third-party class;
-- ``config_children`` / ``config_injected`` from literal class attributes;
-- a task's ``data_schema`` dataclass executed on its own from its class body, with the names it uses.
+- a signature from the ``__init__`` (or function) definition, following base classes inside the package, or from
+  the fields of a ``@dataclass``; its annotations evaluated against the module's imports, where a module not
+  imported yet (torch, numpy) gives an opaque class, which the validator accepts any value for, as it does for the
+  real third-party class;
+- ``config_children`` (``{key: registry}`` or ``{key: (registry, injected names)}``) / ``config_injected`` from
+  literal class attributes;
+- a task's ``data_schema`` dataclass executed on its own from its class body, with the names it uses, and its
+  ``inference_module`` (a literal dotted module name).
 
 Whatever it cannot read that way (extra decorators, a class whose ``__init__`` comes from outside the package, a
 name it cannot resolve) is imported instead: slower, never different. tests/test_config_names_plugins.py checks
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 PACKAGE = "ocrforge"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -100,8 +104,18 @@ def _source(module: str) -> _Module:
     return _parse(path if path.is_file() else (PACKAGE_DIR / relative).with_suffix(".py"))
 
 
-def _registration(decorator: ast.expr, module: _Module, default: str) -> tuple[str, str] | None:
-    """``@MODELS.register("name")`` -> (registry name, name); None for any other decorator."""
+class Builtin(NamedTuple):
+    """One ``@REGISTRY.register(...)`` of the package: which registry, under which names, defined where."""
+
+    registry: str  # its key in ALL_REGISTRIES: "task", "rec.head" …
+    name: str
+    aliases: tuple[str, ...]
+    module: str
+    definition: str
+
+
+def _registration(decorator: ast.expr, module: _Module, default: str) -> tuple[str, str, tuple[str, ...]] | None:
+    """``@REC_HEADS.register(aliases=("ctc",))`` -> (registry name, name, aliases); None for any other decorator."""
     if not (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)
             and decorator.func.attr == "register" and isinstance(decorator.func.value, ast.Name)):
         return None
@@ -115,12 +129,18 @@ def _registration(decorator: ast.expr, module: _Module, default: str) -> tuple[s
         return None
     names = [a.value for a in decorator.args[:1] if isinstance(a, ast.Constant)]
     names += [k.value.value for k in decorator.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)]
-    return target.name, names[0] if names else default
+    aliases = next((k.value for k in decorator.keywords if k.arg == "aliases"), None)
+    try:  # a literal by rule: the names must be known without running the module
+        alias_names = tuple(ast.literal_eval(aliases)) if aliases is not None else ()
+    except ValueError:
+        raise ValueError(f"{module.path}: {default}: aliases= must be a literal tuple of strings, got "
+                         f"{ast.unparse(aliases)}") from None
+    return target.name, names[0] if names else default, alias_names
 
 
 @cache
-def builtin_index() -> tuple[tuple[str, str, str, str], ...]:
-    """(registry, name, module, definition) for every top-level ``@REGISTRY.register`` in the package."""
+def builtin_index() -> tuple[Builtin, ...]:
+    """Every top-level ``@REGISTRY.register`` in the package."""
     found = []
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         if ".register(" not in path.read_text(encoding="utf-8"):  # most files: no parse needed
@@ -130,16 +150,19 @@ def builtin_index() -> tuple[tuple[str, str, str, str], ...]:
             for decorator in node.decorator_list:
                 entry = _registration(decorator, module, name)
                 if entry is not None:
-                    found.append((entry[0], entry[1], module.name, name))
+                    found.append(Builtin(*entry, module.name, name))
     return tuple(found)
 
 
 def register_builtins() -> None:
-    """Make every built-in name known to its registry; its module is imported when the name is first built."""
+    """Make every built-in name (and old name) known to its registry; its module is imported when the name is
+    first built."""
     from .registry import ALL_REGISTRIES
 
-    for registry, name, module, definition in builtin_index():
-        ALL_REGISTRIES[registry].register_lazy(name, module, _describer(registry, module, definition))
+    for entry in builtin_index():
+        ALL_REGISTRIES[entry.registry].register_lazy(entry.name, entry.module,
+                                                     _describer(entry.registry, entry.module, entry.definition),
+                                                     entry.aliases)
 
 
 def _describer(registry: str, module: str, definition: str) -> Callable[[], Any]:
@@ -188,6 +211,8 @@ def _resolve(module: _Module, name: str, annotation: bool) -> Any:
         return _imported(*module.imports[name], annotation)
     node = module.defs.get(name)
     if isinstance(node, ast.ClassDef):
+        if annotation and not any(_is_dataclass(d, module) for d in node.decorator_list):
+            return Opaque  # validation reads a class annotation no further, as it does a third-party one
         try:
             return static_class(module.name, name)
         except Unreadable:
@@ -328,8 +353,46 @@ def _class_attribute(chain: list[tuple[_Module, ast.ClassDef]], name: str) -> as
     return None
 
 
+_DATACLASS_OPTIONS = {"frozen", "eq", "order", "repr", "unsafe_hash", "slots"}  # ones that keep __init__ as read
+
+
+def _is_dataclass(decorator: ast.expr, module: _Module) -> bool:
+    """``@dataclass`` or ``@dataclass(frozen=True …)`` with options that leave ``__init__`` as its fields say."""
+    call = decorator if isinstance(decorator, ast.Call) else None
+    name = call.func if call is not None else decorator
+    return (isinstance(name, ast.Name) and module.imports.get(name.id) == ("dataclasses", "dataclass")
+            and (call is None or (not call.args and {k.arg for k in call.keywords} <= _DATACLASS_OPTIONS)))
+
+
 def _only_registered(node: ast.ClassDef | ast.FunctionDef, module: _Module) -> bool:
-    return all(_registration(d, module, node.name) is not None for d in node.decorator_list)
+    return all(_registration(d, module, node.name) is not None or
+               (isinstance(node, ast.ClassDef) and _is_dataclass(d, module)) for d in node.decorator_list)
+
+
+def _dataclass_signature(node: ast.ClassDef, module: _Module) -> tuple[list[inspect.Parameter], dict[str, Any]]:
+    """The ``__init__`` that ``@dataclass`` generates from the class's own annotated fields."""
+    if node.bases or any(isinstance(s, ast.FunctionDef) and s.name == "__init__" for s in node.body):
+        raise Unreadable(f"{node.name}: a dataclass with base classes or its own __init__")
+    params, hints = [], {}
+    for statement in node.body:
+        if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
+            continue
+        kind = ast.unparse(statement.annotation).partition("[")[0].rpartition(".")[2]
+        if kind == "ClassVar":
+            continue
+        if kind in ("InitVar", "KW_ONLY"):
+            raise Unreadable(f"{node.name}.{statement.target.id}: {kind}")
+        value = statement.value
+        options = {k.arg: k.value for k in value.keywords} if isinstance(value, ast.Call) and \
+            isinstance(value.func, ast.Name) and module.imports.get(value.func.id) == ("dataclasses", "field") else None
+        if options is not None and "init" in options:
+            raise Unreadable(f"{node.name}.{statement.target.id}: field(init=...)")
+        required = value is None or (options is not None and not {"default", "default_factory"} & set(options))
+        hints[statement.target.id] = _evaluate(statement.annotation, module, True)
+        params.append(inspect.Parameter(statement.target.id, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        annotation=hints[statement.target.id],
+                                        default=inspect.Parameter.empty if required else _READ_DEFAULT))
+    return params, hints
 
 
 @cache
@@ -340,10 +403,16 @@ def stand_in(registry: str, module_name: str, definition: str) -> Any:
     if not _only_registered(node, module):
         raise Unreadable(f"{definition} has other decorators")
     if registry == "task":
-        schema = _class_attribute(_class_chain(module, node), "data_schema")
+        chain = _class_chain(module, node)
+        schema, inference = _class_attribute(chain, "data_schema"), _class_attribute(chain, "inference_module")
         if not isinstance(schema, ast.Name):
             raise Unreadable(f"{definition}.data_schema")
-        return SimpleNamespace(__name__=definition, data_schema=_resolve(module, schema.id, annotation=False))
+        if inference is not None and not (isinstance(inference, ast.Constant) and isinstance(inference.value, str)):
+            raise Unreadable(f"{definition}.inference_module")
+        task = SimpleNamespace(__name__=definition, data_schema=_resolve(module, schema.id, annotation=False))
+        if inference is not None:
+            task.inference_module = inference.value
+        return task
     attributes: dict[str, Any] = {}
     if isinstance(node, ast.FunctionDef):
         params, hints = _signature(node, module, drop_first=False)
@@ -351,10 +420,15 @@ def stand_in(registry: str, module_name: str, definition: str) -> Any:
         chain = _class_chain(module, node)
         init = next(((m, s) for m, c in chain for s in c.body
                      if isinstance(s, ast.FunctionDef) and s.name == "__init__"), None)
-        if init is None or any(isinstance(s, ast.FunctionDef) and s.name in ("__new__", "__signature__")
-                               for _, c in chain for s in c.body):
+        if any(isinstance(s, ast.FunctionDef) and s.name in ("__new__", "__signature__")
+               for _, c in chain for s in c.body):
+            raise Unreadable(f"{definition}: __new__ or __signature__")
+        if any(_is_dataclass(d, module) for d in node.decorator_list):
+            params, hints = _dataclass_signature(node, module)
+        elif init is None:
             raise Unreadable(f"{definition}: no __init__ of its own in the package")
-        params, hints = _signature(init[1], init[0], drop_first=True)
+        else:
+            params, hints = _signature(init[1], init[0], drop_first=True)
         for name in ("config_children", "config_injected"):
             value = _class_attribute(chain, name)
             if value is not None:

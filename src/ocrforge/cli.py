@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"run folder: {result.run_dir}\nbest: {result.metrics['best']}\nstopped by: "
               f"{result.metrics['stopped_by']}")
     elif args.command == "test":
-        from .runners.evaluate import test
+        from .runners.test import test
 
         test(_load(args), args.checkpoint, save_preds=args.save_preds, show_dir=args.show_dir,
              **_launcher_settings(args))

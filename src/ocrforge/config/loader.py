@@ -171,7 +171,7 @@ def _apply_overrides(cfg: dict, overrides: Iterable[str], provenance: dict[str, 
     """Apply ``-o`` items in order; returns the keys that ``+`` allowed to be new.
 
     Overrides follow the rules of a child config: a mapping value merges into the mapping there, and a mapping
-    whose ``type`` changes (``scheduler.type=cosine``) or that gets ``_delete_: true`` (``scheduler._delete_=true``
+    whose ``type`` changes (``scheduler.type=CosineLR``) or that gets ``_delete_: true`` (``scheduler._delete_=true``
     or ``scheduler={_delete_: true, ...}``) is emptied first, keeping only what the command line gives. The
     emptying happens before any item is applied, so the order of the items does not matter.
     """

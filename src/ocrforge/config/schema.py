@@ -78,7 +78,8 @@ def image_size_field(default: list[int]) -> Any:
 def registry_node(registry: str, default_type: str | None = None, extra: type | None = None,
                   injected: tuple[str, ...] = (), checks: Mapping[str, Check] | None = None,
                   supplied: tuple[str, ...] = ()) -> Any:
-    """A field whose value is ``{type: NAME, **kwargs}`` built by ``registry``.
+    """A field whose value is ``{type: NAME, **kwargs}`` built by ``registry``: a registry's name ("optimizer"), or a
+    kind whose registry is the config's task's ("model", "loss", "dataset": the cls, rec or det one).
 
     ``extra`` names a dataclass with keys accepted beside the constructor's (e.g. DataLoader settings);
     ``injected`` names constructor arguments the engine passes itself, which a config must not set; ``supplied``
@@ -262,7 +263,7 @@ class OnnxSchema:
     # Names of the graph's outputs, one per exported output (see ``outputs``); null: the task's own names.
     output_names: list[str] | None = checked(None, _names())
     # Which of the task's outputs the graph returns, in this order; null: all of them. [embedding]: the
-    # L2-normalised embedding alone, for metric-learning classifiers (cosface / arcface heads).
+    # L2-normalised embedding alone, for metric-learning classifiers (CosFaceHead / ArcFaceHead).
     outputs: list[str] | None = checked(None, _names())
     # Keyed by input/output name (the graph's, or the task's before renaming); null: the task's own axes.
     dynamic_axes: dict[str, Any] | None = checked(None, _dynamic_axes)
@@ -304,9 +305,9 @@ class RootSchema:
     model: dict[str, Any] = registry_node("model", extra=ModelWeightsSchema, supplied=("num_classes",))
     loss: dict[str, Any] = registry_node("loss")
     data: dict[str, Any] = field(default_factory=dict)  # validated by the task's data_schema
-    optimizer: dict[str, Any] = registry_node("optimizer", "adamw", injected=("params",),
+    optimizer: dict[str, Any] = registry_node("optimizer", "AdamW", injected=("params",),
                                              checks={"lr": above(0), "weight_decay": at_least(0)})
-    scheduler: dict[str, Any] = registry_node("scheduler", "cosine",
+    scheduler: dict[str, Any] = registry_node("scheduler", "CosineLR",
                                              injected=("optimizer", "total_steps", "steps_per_epoch"))
     train: TrainSchema = field(default_factory=TrainSchema)
     ema: EmaSchema = field(default_factory=EmaSchema)

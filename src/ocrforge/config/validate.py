@@ -1,4 +1,8 @@
-"""Check a merged config against the typed schema; every error names the source, the key path and a fix."""
+"""Check a merged config against the typed schema; every error names the source, the key path and a fix.
+
+Registry sections are checked against the registered constructor. The kinds whose interface differs by task
+(model, backbone, neck, head, loss, dataset) are looked up in the config's task's registry, so a rec head named in a
+cls config is an unknown name here rather than a TypeError once training builds it."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Union
 
 from ..errors import ConfigError
-from ..registry import ALL_REGISTRIES
+from ..registry import ALL_REGISTRIES, TASKS, Registry, component_registry
 
 _MISSING = object()
 
@@ -64,6 +68,7 @@ def _closest(key: str, valid: Sequence[str]) -> str:
 class _Context:
     provenance: dict[str, str]
     allowed_extra: set[str]
+    task: str | None = None  # the config's task, once known to be one: what task-scoped kinds are looked up for
     errors: list[str] = dataclasses.field(default_factory=list)
 
     def source(self, path: str) -> str:
@@ -106,20 +111,50 @@ def constructor_params(obj: Any) -> tuple[dict[str, inspect.Parameter], dict[str
     return params, hints, var_kw
 
 
+def child_spec(spec: str | Sequence[Any]) -> tuple[str, tuple[str, ...]]:
+    """A ``config_children`` value -> (registry, argument names the parent passes the child).
+
+    ``("rec.head", ("in_channels", "num_classes"))``: the registry and what the parent injects; a plain string
+    (``"head"``, the older form plugins may use) names the registry alone, the child's ``config_injected`` saying
+    what it is given."""
+    if isinstance(spec, str):
+        return spec, ()
+    registry, injected = spec
+    return registry, tuple(injected)
+
+
+def _registry(ref: str, path: str, ctx: _Context) -> Registry | None:
+    """The registry that ``ref`` names: a full name ("rec.head", "optimizer") as it is, a task-scoped kind ("head")
+    for the config's task; None when there is none to check against (an unknown task is reported on its own)."""
+    if ref in ALL_REGISTRIES:
+        return ALL_REGISTRIES[ref]
+    if ctx.task is None:
+        return None
+    try:
+        return component_registry(ctx.task, ref)
+    except KeyError as exc:
+        ctx.error(path, str(exc.args[0]))
+        return None
+
+
 def _check_registry_node(node: Any, registry: str, extra: type | None, path: str, ctx: _Context,
                          injected: Sequence[str] = (), checks: Mapping[str, Any] | None = None,
-                         supplied: Sequence[str] = ()) -> None:
+                         supplied: Sequence[str] = (), passed_by: str | None = None) -> None:
+    """``injected``: arguments that ``passed_by`` (the parent model, the engine) gives the constructor itself."""
     if node is None:
         return
     if not isinstance(node, Mapping):
         ctx.error(path, f"expected a mapping with a 'type' key, got {type(node).__name__} {node!r}")
         return
-    reg = ALL_REGISTRIES[registry]
+    reg = _registry(registry, path, ctx)
+    if reg is None:
+        return
     if "type" not in node:
-        ctx.error(path, f"missing 'type' (a {registry} name, one of: {', '.join(reg.names())})")
+        where = f" for task {reg.task}" if reg.task else ""
+        ctx.error(path, f"missing 'type' (a {reg.kind} name{where}, one of: {', '.join(reg.names())})")
         return
     if not isinstance(node["type"], str):
-        ctx.error(f"{path}.type", f"expected a {registry} name, got {type(node['type']).__name__} {node['type']!r}")
+        ctx.error(f"{path}.type", f"expected a {reg.kind} name, got {type(node['type']).__name__} {node['type']!r}")
         return
     try:
         obj = reg.describe(node["type"])  # a built-in's signature without importing its module
@@ -127,10 +162,14 @@ def _check_registry_node(node: Any, registry: str, extra: type | None, path: str
         ctx.error(f"{path}.type", str(exc.args[0]))
         return
     params, hints, var_kw = constructor_params(obj)
+    if passed_by is not None and not var_kw:
+        for name in injected:
+            if name not in params:
+                ctx.error(path, f"{reg.what(node['type'])} does not take {name}, which {passed_by} passes")
     extra_fields = {f.name: f for f in dataclasses.fields(extra)} if extra else {}
     extra_hints = typing.get_type_hints(extra) if extra else {}
-    children: dict[str, str] = getattr(obj, "config_children", {})
-    # Arguments the task fills in itself (e.g. num_classes from the class list) are not config keys.
+    children: dict[str, Any] = getattr(obj, "config_children", {})
+    # Arguments the parent fills in itself (e.g. num_classes from the class list) are not config keys.
     injected = (*injected, *getattr(obj, "config_injected", ()))
     valid = [k for k in params if k not in injected] + list(extra_fields) + ["type"]
     for key, value in node.items():
@@ -142,11 +181,11 @@ def _check_registry_node(node: Any, registry: str, extra: type | None, path: str
         if key in extra_fields and (key not in params or matches_type(value, extra_hints[key])):
             _check_field(value, extra_fields[key], extra_hints[key], sub, ctx)
         elif key in children:
-            if isinstance(value, list):
-                for i, item in enumerate(value):
-                    _check_registry_node(item, children[key], None, f"{sub}.{i}", ctx)
-            else:
-                _check_registry_node(value, children[key], None, sub, ctx)
+            child_registry, passed = child_spec(children[key])
+            items = enumerate(value) if isinstance(value, list) else [(None, value)]
+            for i, item in items:
+                _check_registry_node(item, child_registry, None, sub if i is None else f"{sub}.{i}", ctx, passed,
+                                     passed_by=reg.canonical(node["type"]))
         elif key in params and key not in injected:
             hint = hints.get(key, params[key].annotation)
             if not matches_type(value, hint):
@@ -154,17 +193,17 @@ def _check_registry_node(node: Any, registry: str, extra: type | None, path: str
             elif checks and key in checks:
                 _check_value(value, checks[key], sub, ctx)
         elif not var_kw and not ctx.leads_to_extra(sub):
-            ctx.error(sub, f"unknown key for {registry} '{node['type']}'{_closest(key, valid)}")
+            ctx.error(sub, f"unknown key for {reg.what(node['type'])}{_closest(key, valid)}")
     for name, param in params.items():
         if param.default is inspect.Parameter.empty and name not in node and name not in (*injected, *supplied):
-            ctx.error(f"{path}.{name}", f"required by {registry} '{node['type']}' but not set")
+            ctx.error(f"{path}.{name}", f"required by {reg.what(node['type'])} but not set")
 
 
 def _check_field(value: Any, fld: dataclasses.Field, hint: Any, path: str, ctx: _Context) -> None:
     if "registry" in fld.metadata:
         _check_registry_node(value, fld.metadata["registry"], fld.metadata.get("extra"), path, ctx,
                              fld.metadata.get("injected", ()), fld.metadata.get("checks"),
-                             fld.metadata.get("supplied", ()))
+                             fld.metadata.get("supplied", ()), passed_by="the engine")
     elif "registry_list" in fld.metadata:
         if not isinstance(value, list):
             ctx.error(path, f"expected a list of {{type: ...}} mappings, got {type(value).__name__}")
@@ -207,14 +246,17 @@ def validate(cfg: Mapping, provenance: dict[str, str], allowed_extra: set[str]) 
     from .schema import RootSchema
 
     ctx = _Context(provenance, allowed_extra)
-    check_dataclass(cfg, RootSchema, "", ctx)
     task_name = cfg.get("task", RootSchema.task)
-    task_cls = None
-    if isinstance(task_name, str):
+    task_cls, task_problem = None, None
+    if isinstance(task_name, str):  # another type is reported by the schema check
         try:
-            task_cls = ALL_REGISTRIES["task"].describe(task_name)
+            task_cls = TASKS.describe(task_name)
+            ctx.task = TASKS.canonical(task_name)
         except KeyError as exc:
-            ctx.error("task", str(exc.args[0]))
+            task_problem = str(exc.args[0])
+    check_dataclass(cfg, RootSchema, "", ctx)
+    if task_problem is not None:
+        ctx.error("task", task_problem)
     if task_cls is not None:
         data = cfg.get("data") or {}
         if not isinstance(data, Mapping):

@@ -19,22 +19,64 @@ class SampleSkipped(Exception):
         self.reason, self.detail = reason, detail
 
 
-def decode_image(data: bytes | np.ndarray, source: str = "") -> np.ndarray:
-    """Decode encoded bytes to an RGB uint8 HxWx3 array, or raise SampleSkipped('unreadable_image')."""
+# JPEG frame headers (SOF0-SOF15 but DHT, JPG and DAC, which share the range) hold the image's height.
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def jpeg_height(data: bytes | np.ndarray) -> int | None:
+    """The height in a JPEG's frame header, found by walking the segments before it (a few, at the file's start);
+    None for anything else."""
+    head = bytes(data[:2])
+    if head != b"\xff\xd8":
+        return None
+    at, end = 2, len(data)
+    while at + 9 <= end:
+        if data[at] != 0xFF:
+            return None
+        marker = int(data[at + 1])
+        if marker == 0xFF:  # fill byte
+            at += 1
+        elif marker in _JPEG_FRAME_MARKERS:
+            return int(data[at + 5]) << 8 | int(data[at + 6])
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            at += 2
+        else:
+            at += 2 + (int(data[at + 2]) << 8 | int(data[at + 3]))
+    return None
+
+
+def _decode_flag(buf: np.ndarray, min_height: int | None) -> int:
+    """``IMREAD_COLOR``, or the largest reduced JPEG decode (1/8, 1/4, 1/2: libjpeg scales while decoding, several
+    times cheaper than decoding every pixel) that keeps the image at least ``min_height`` tall."""
+    height = jpeg_height(buf) if min_height else None
+    if height:
+        for factor, flag in _JPEG_REDUCED:
+            if -(-height // factor) >= min_height:
+                return flag
+    return cv2.IMREAD_COLOR
+
+
+def decode_image(data: bytes | np.ndarray, source: str = "", min_height: int | None = None) -> np.ndarray:
+    """Decode encoded bytes to an RGB uint8 HxWx3 array, or raise SampleSkipped('unreadable_image').
+
+    ``min_height``: a JPEG at least twice as tall is decoded at a reduced size that stays at least this tall (for
+    data that is resized to a smaller height next, e.g. recognition crops)."""
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    image = cv2.imdecode(buf, _decode_flag(buf, min_height)) if buf.size else None
     if image is None or image.size == 0:
         raise SampleSkipped("unreadable_image", source)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8; non-ASCII paths work (np.fromfile + imdecode, not cv2.imread)."""
+def read_image(path: str | Path, min_height: int | None = None) -> np.ndarray:
+    """Read an image file as RGB uint8 (``min_height`` as in :func:`decode_image`); non-ASCII paths work
+    (np.fromfile + imdecode, not cv2.imread)."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise SampleSkipped("missing_image", f"{path}: {exc.strerror}") from None
-    return decode_image(data, str(path))
+    return decode_image(data, str(path), min_height)
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -169,16 +169,16 @@ class LmdbReader:
                     continue
         return lengths
 
-    def get(self, index: int) -> tuple[np.ndarray, str]:
+    def get(self, index: int, decode_height: int | None = None) -> tuple[np.ndarray, str]:
         """``(RGB uint8 image, label)``; raises SampleSkipped for a missing, undecodable or damaged image or
-        label."""
+        label. ``decode_height``: a reduced-size JPEG decode that stays this tall (``images.decode_image``)."""
         number = self._number(index)
         image_bytes, raw_label = self._read(number, image_key(number), label_key(number))
         source = f"{self.path}[{number}]"
         if image_bytes is None:
             raise SampleSkipped("missing_image", source)
         label = self._decode_label(raw_label, number)
-        return decode_image(image_bytes, source), label
+        return decode_image(image_bytes, source, decode_height), label
 
     def _decode_label(self, raw: bytes | None, number: int) -> str:
         if raw is None:

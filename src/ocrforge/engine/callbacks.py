@@ -3,6 +3,7 @@ process started, one-line epoch summaries."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
@@ -18,15 +19,61 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from timm.utils import ModelEmaV3
+from torch import nn
 
 from .rundir import slurm_job_id
 
 log = logging.getLogger("ocrforge")
 
 
+class ModelEma:
+    """An exponential moving average of a model's state (parameters and buffers) in a copy of the model.
+
+    Each update is one fused lerp over every floating-point tensor and one fused copy of the integer buffers
+    (BatchNorm's counters): no Python loop over tensors, nothing read back to the host. The tensor lists are bound at
+    the first update (``unbind`` drops them, e.g. once the model has moved). The decay and its warm-up ramp are those
+    of timm's ModelEmaV3 (warm-up gamma 1, power 2/3), which this replaces: same numbers, same checkpoints.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.warmup = decay, warmup
+        self._bound: tuple[list[torch.Tensor], ...] | None = None
+
+    def decay_at(self, step: int) -> float:
+        step = max(0, step - 1)
+        if step == 0:
+            return 0.0
+        if not self.warmup:
+            return self.decay
+        return min(1 - (1.0 + step) ** (-2 / 3), self.decay)
+
+    def unbind(self) -> None:
+        self._bound = None
+
+    def _bind(self, model: nn.Module) -> tuple[list[torch.Tensor], ...]:
+        ema_float, model_float, ema_other, model_other = [], [], [], []
+        pairs = zip(self.module.state_dict(keep_vars=True).values(), model.state_dict(keep_vars=True).values(),
+                    strict=True)
+        for ema_value, value in pairs:
+            floating = ema_value.is_floating_point()
+            (ema_float if floating else ema_other).append(ema_value)
+            (model_float if floating else model_other).append(value)
+        return ema_float, model_float, ema_other, model_other
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        if self._bound is None:
+            self._bound = self._bind(model)
+        ema_float, model_float, ema_other, model_other = self._bound
+        if ema_float:
+            torch._foreach_lerp_(ema_float, model_float, 1.0 - self.decay_at(step))
+        if ema_other:
+            torch._foreach_copy_(ema_other, model_other)
+
+
 class EMACallback(L.Callback):
-    """Exponential moving average of ``pl_module.model`` (timm's ModelEmaV3), updated after every optimiser step.
+    """Exponential moving average of ``pl_module.model`` (:class:`ModelEma`), updated after every optimiser step.
 
     Validation runs on the EMA weights (swapped in and out around the loop); the EMA weights are saved in the
     checkpoint as ``ema_state_dict`` so that test, predict and export use them, and restored exactly on resume.
@@ -34,14 +81,14 @@ class EMACallback(L.Callback):
 
     def __init__(self, decay: float = 0.999, warmup: bool = True) -> None:
         self.decay, self.warmup = decay, warmup
-        self.ema: ModelEmaV3 | None = None
+        self.ema: ModelEma | None = None
         self._pending: dict | None = None
         self._backup: dict[str, torch.Tensor] | None = None
         self._last_step = -1
 
-    def _ensure(self, pl_module: L.LightningModule) -> ModelEmaV3:
+    def _ensure(self, pl_module: L.LightningModule) -> ModelEma:
         if self.ema is None:
-            self.ema = ModelEmaV3(pl_module.model, decay=self.decay, use_warmup=self.warmup)
+            self.ema = ModelEma(pl_module.model, decay=self.decay, warmup=self.warmup)
             if self._pending is not None:
                 self.ema.module.load_state_dict(self._pending)
                 self._pending = None
@@ -49,6 +96,9 @@ class EMACallback(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._ensure(pl_module).module.to(pl_module.device)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ensure(pl_module).unbind()  # bound again at the first update, to the tensors training will change
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -11,6 +11,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from ..errors import CheckpointError
+from ..registry import ALL_REGISTRIES
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -101,7 +102,7 @@ def check_resumable(checkpoint: dict[str, Any], path: str | Path, config: dict[s
                               f"'{config.get('task')}'{_RESUME_AGAIN}")
     for section in ("optimizer", "scheduler"):
         was, now = (stored.get(section) or {}).get("type"), (config.get(section) or {}).get("type")
-        if was != now:
+        if ALL_REGISTRIES[section].canonical(was) != ALL_REGISTRIES[section].canonical(now):  # old names too
             raise CheckpointError(f"--resume {path}: trained with {section} '{was}', the config has '{now}'; "
                                   f"a saved {section} state cannot continue in another type{_RESUME_AGAIN}")
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric
 
-from ..config.schema import pretrained_weights
+from ..config.schema import pretrained_weights, split_data_spec
 from ..data.collate import COUNT_KEY, SKIP_KEY
 from ..errors import CheckpointError
 from ..registry import OPTIMIZERS, SCHEDULERS, TASKS
@@ -55,6 +55,43 @@ def load_pretrained(task: Task, model: nn.Module) -> dict[str, Any] | None:
     return {"source": str(source), **report}
 
 
+def compile_for_training(model: nn.Module, cfg: DictConfig) -> None:
+    """``torch.compile`` the model's forward in place (parameter names and checkpoints unchanged). Length-bucketed
+    batches vary in width (and the last one in size): those are compiled with dynamic shapes once, not once per
+    width."""
+    node = cfg.data.get("train")
+    bucketed = node is not None and bool(split_data_spec(OmegaConf.to_container(node))[1]["bucket_by_length"])
+    model.compile(dynamic=True if bucketed else None)
+
+
+class FiniteFlag:
+    """Whether a loss is finite, read on the host without draining the GPU's queue: ``queue`` copies the flag to
+    pinned memory as soon as the loss is queued, ``read`` (after more work has been queued) waits for that copy
+    only. On a CPU the flag is read directly."""
+
+    def __init__(self) -> None:
+        self._value: torch.Tensor | None = None
+        self._host: torch.Tensor | None = None
+        self._event: torch.cuda.Event | None = None
+        self._copied: torch.cuda.Event | None = None
+
+    def queue(self, loss: torch.Tensor) -> None:
+        finite = torch.isfinite(loss.detach())
+        if finite.device.type != "cuda":
+            self._value, self._copied = finite, None
+            return
+        if self._host is None:
+            self._host, self._event = torch.empty((), dtype=torch.bool, pin_memory=True), torch.cuda.Event()
+        self._host.copy_(finite, non_blocking=True)
+        self._event.record()
+        self._value, self._copied = self._host, self._event
+
+    def read(self) -> bool:
+        if self._copied is not None:
+            self._copied.synchronize()
+        return bool(self._value)
+
+
 class TaskModule(L.LightningModule):
     """Generic training/validation/test steps over a Task. The effective config is saved in every checkpoint."""
 
@@ -81,6 +118,7 @@ class TaskModule(L.LightningModule):
         self._skip_step = False  # set for a batch that must not update the weights
         self._nonfinite = self._finite = False  # set for a batch whose loss is (not) finite; neither: no loss
         self._step_losses: tuple[dict[str, torch.Tensor], int] | None = None  # checked after backward
+        self._loss_finite = FiniteFlag()
         self.test_predictions: list[dict] = []
 
     def apply_training_speed_options(self) -> None:
@@ -90,7 +128,7 @@ class TaskModule(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
             self.task.channels_last = True
         if self.cfg.train.compile:
-            self.model.compile()
+            compile_for_training(self.model, self.cfg)
 
     def on_train_start(self) -> None:
         # Lightning restores its loop counters after the data module's state and loaders, and reads them when the
@@ -128,8 +166,8 @@ class TaskModule(L.LightningModule):
         """Always returns a loss, so every DDP rank runs backward; a batch that must not train (all samples skipped,
         non-finite loss) is dropped for all ranks together in ``on_before_optimizer_step``.
 
-        The loss is checked in ``on_after_backward``, not here: reading it on the host before backward is queued
-        would leave the GPU idle while the CPU launches the backward pass (one host sync a step, after it)."""
+        Whether the loss is finite is queued for the host here and read in ``on_after_backward``, once backward is
+        queued too: the host waits for this forward pass at most, never for the GPU's queue to drain."""
         size = self._count_skips(batch, "train")
         self._step_losses = None
         if size == 0:
@@ -138,6 +176,7 @@ class TaskModule(L.LightningModule):
         outputs = self.task.forward_train(self.model, batch)
         losses = self.criterion(outputs, batch)
         self._step_losses = ({k: v.detach() for k, v in losses.items()}, size)
+        self._loss_finite.queue(losses["loss"])
         return losses["loss"]
 
     def on_after_backward(self) -> None:
@@ -145,7 +184,7 @@ class TaskModule(L.LightningModule):
             return
         losses, size = self._step_losses
         self._step_losses = None
-        if not torch.isfinite(losses["loss"]):
+        if not self._loss_finite.read():
             self._skip_step = self._nonfinite = True
             return
         self._finite = True

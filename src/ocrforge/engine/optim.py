@@ -20,19 +20,36 @@ def _param_groups(params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-@OPTIMIZERS.register("adamw")
+def _fused_on_cuda(groups: list[dict]) -> dict[str, bool]:
+    """``fused=True`` when every parameter is on a CUDA device: one kernel updates them all, its step counters stay
+    on the device. Elsewhere torch's default implementation, so CPU results are unchanged bit for bit."""
+    params = [p for group in groups for p in group["params"]]
+    return {"fused": True} if params and all(p.is_cuda for p in params) else {}
+
+
+def _clippable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Lightning refuses gradient clipping for an optimiser that says it unscales fp16 gradients inside ``step``
+    (fused ones do), even under bf16 where nothing is scaled. Saying no makes GradScaler unscale before clipping, as
+    for any other optimiser; the update itself is the same."""
+    optimizer._step_supports_amp_scaling = False
+    return optimizer
+
+
+@OPTIMIZERS.register("AdamW", aliases=("adamw",))
 def adamw(params, lr: float = 1e-3, weight_decay: float = 0.05, betas: list[float] = (0.9, 0.999),
           eps: float = 1e-8) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(_param_groups(params, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+    groups = _param_groups(params, weight_decay)
+    return _clippable(torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **_fused_on_cuda(groups)))
 
 
-@OPTIMIZERS.register("adam")
+@OPTIMIZERS.register("Adam", aliases=("adam",))
 def adam(params, lr: float = 1e-3, weight_decay: float = 0.0, betas: list[float] = (0.9, 0.999),
          eps: float = 1e-8) -> torch.optim.Optimizer:
-    return torch.optim.Adam(_param_groups(params, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+    groups = _param_groups(params, weight_decay)
+    return _clippable(torch.optim.Adam(groups, lr=lr, betas=tuple(betas), eps=eps, **_fused_on_cuda(groups)))
 
 
-@OPTIMIZERS.register("sgd")
+@OPTIMIZERS.register("SGD", aliases=("sgd",))
 def sgd(params, lr: float = 0.01, weight_decay: float = 1e-4, momentum: float = 0.9,
         nesterov: bool = False) -> torch.optim.Optimizer:
     return torch.optim.SGD(_param_groups(params, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov)
@@ -43,7 +60,7 @@ def _warmup_steps(total_steps: int, warmup_steps: int, warmup_ratio: float) -> i
 
 
 # Schedulers take (optimizer, total_steps, steps_per_epoch) from the engine; the rest comes from the config.
-@SCHEDULERS.register("cosine")
+@SCHEDULERS.register("CosineLR", aliases=("cosine",))
 def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_steps: int = 0, warmup_ratio: float = 0.0,
            min_lr_ratio: float = 0.0) -> LRScheduler:
     """Linear warm-up from 0, then half a cosine down to ``min_lr_ratio`` × lr."""
@@ -58,7 +75,7 @@ def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_steps: int 
     return LambdaLR(optimizer, factor)
 
 
-@SCHEDULERS.register("poly")
+@SCHEDULERS.register("PolyLR", aliases=("poly",))
 def poly(optimizer, total_steps: int, steps_per_epoch: int, power: float = 0.9, warmup_steps: int = 0,
          warmup_ratio: float = 0.0) -> LRScheduler:
     """DBNet's schedule: lr × (1 − t/T)^power after an optional linear warm-up."""
@@ -88,7 +105,7 @@ class _RunLengthOneCycleLR(OneCycleLR):
         self.__dict__.update(own)
 
 
-@SCHEDULERS.register("onecycle")
+@SCHEDULERS.register("OneCycleLR", aliases=("onecycle",))
 def onecycle(optimizer, total_steps: int, steps_per_epoch: int, pct_start: float = 0.1, div_factor: float = 25.0,
              final_div_factor: float = 1e4, anneal_strategy: str = "cos") -> LRScheduler:
     max_lr = [group["lr"] for group in optimizer.param_groups]
@@ -97,7 +114,7 @@ def onecycle(optimizer, total_steps: int, steps_per_epoch: int, pct_start: float
                                 anneal_strategy=anneal_strategy)
 
 
-@SCHEDULERS.register("multistep")
+@SCHEDULERS.register("MultiStepLR", aliases=("multistep",))
 def multistep(optimizer, total_steps: int, steps_per_epoch: int, milestones: list[int] = (), gamma: float = 0.1,
               by_epoch: bool = True, warmup_steps: int = 0) -> LRScheduler:
     """Multiply by ``gamma`` at each milestone (epochs when ``by_epoch``, else steps), stepped per iteration."""
@@ -110,6 +127,6 @@ def multistep(optimizer, total_steps: int, steps_per_epoch: int, milestones: lis
     return LambdaLR(optimizer, factor)
 
 
-@SCHEDULERS.register("constant")
+@SCHEDULERS.register("ConstantLR", aliases=("constant",))
 def constant(optimizer, total_steps: int, steps_per_epoch: int, warmup_steps: int = 0) -> LRScheduler:
     return LambdaLR(optimizer, lambda step: (step + 1) / warmup_steps if step < warmup_steps else 1.0)

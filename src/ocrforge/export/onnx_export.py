@@ -39,7 +39,7 @@ def _example_batch(task: Task, shape: list[int]) -> np.ndarray:
     with contextlib.suppress(OcrforgeError, SampleSkipped, OSError):
         raw = task.raw_dataset("val")
         for i in range(min(shape[0], len(raw) if raw is not None else 0)):
-            sample = task.preprocess(raw[i]["image"])
+            sample = task.exporter().preprocess(raw[i]["image"])
             if list(sample.shape) == shape[1:]:
                 batch[i] = sample
     return batch
@@ -72,7 +72,8 @@ def _plan(task: Task, onnx_cfg: Any, source: Source) -> _Plan:
     def problem(key: str, message: str) -> None:
         problems.append(f"{source(key)}: export.onnx.{key}: {message}")
 
-    available = list(task.onnx_output_names())
+    exporter = task.exporter()
+    available = list(exporter.output_names())
     wanted = list(onnx_cfg.outputs or available)
     unknown = [name for name in wanted if name not in available]
     if unknown:
@@ -82,11 +83,12 @@ def _plan(task: Task, onnx_cfg: Any, source: Source) -> _Plan:
     if len(names) != len(wanted):
         problem("output_names", f"{len(names)} name{'s' * (len(names) != 1)} {names} for {len(wanted)} exported "
                                 f"output{'s' * (len(wanted) != 1)} ({', '.join(wanted)}); give one name per output")
-    input_name = str((onnx_cfg.input_names or ["image"])[0])
+    task_input = exporter.input_names()[0]
+    input_name = str((onnx_cfg.input_names or [task_input])[0])
     if input_name in names:
         problem("input_names", f"'{input_name}' is also the name of an output")
-    # Task names (its input is "image") -> graph names, for the task's default axes and for keys a config gives.
-    graph = {"image": input_name, **dict(zip(wanted, names, strict=False))}
+    # Task names -> graph names, for the task's default axes and for keys a config gives.
+    graph = {task_input: input_name, **dict(zip(wanted, names, strict=False))}
     known = [input_name, *names]
     if onnx_cfg.dynamic_axes:
         axes: dict[str, Any] = {}
@@ -98,7 +100,7 @@ def _plan(task: Task, onnx_cfg: Any, source: Source) -> _Plan:
             else:
                 axes[target] = value
     else:
-        axes = {graph[k]: v for k, v in task.onnx_dynamic_axes().items() if k in graph}
+        axes = {graph[k]: v for k, v in exporter.dynamic_axes().items() if k in graph}
     newest = onnx.defs.onnx_opset_version()
     if onnx_cfg.opset > newest:
         problem("opset", f"{onnx_cfg.opset} is newer than the installed onnx package supports ({newest})")
@@ -131,7 +133,7 @@ def _export(task: Task, model: nn.Module, out: Path, example: np.ndarray | None,
 
     onnx_cfg = task.cfg.export.onnx
     plan = _plan(task, onnx_cfg, source)
-    wrapper = _Selected(task.export_module(model), plan.indices).eval()
+    wrapper = _Selected(task.exporter().module(model), plan.indices).eval()
     if example is None:
         example = _example_batch(task, list(onnx_cfg.input_shape or [2, 3, *task.cfg.data.image_size]))
     with torch.no_grad():
@@ -152,10 +154,10 @@ def _export(task: Task, model: nn.Module, out: Path, example: np.ndarray | None,
         torch.backends.mha.set_fastpath_enabled(fastpath)
     graph = onnx.load(str(out))
     # ``outputs``: the task's names of the graph's outputs, in order, so a renamed output still decodes.
-    meta = {**task.onnx_metadata(), "outputs": plan.task_outputs, "checkpoint": checkpoint}
+    meta = {**task.exporter().metadata(), "outputs": plan.task_outputs, "checkpoint": checkpoint}
     entry = graph.metadata_props.add()
     entry.key, entry.value = "ocrforge", json.dumps(meta, ensure_ascii=False)
-    extra_metadata = task.onnx_extra_metadata()
+    extra_metadata = task.exporter().extra_metadata()
     for key, value in extra_metadata.items():
         extra = graph.metadata_props.add()
         extra.key, extra.value = key, value
@@ -212,8 +214,8 @@ def export_onnx(ckpt_path: str | Path, out: str | Path | None = None, *, use_ema
     validated like ``-o`` of any command."""
     from ..config import import_plugins, load_config
     from ..engine.checkpoint import read_checkpoint
+    from ..engine.loading import module_from_checkpoint
     from ..pretrained.ppocr import resolve_checkpoint
-    from ..runners.evaluate import module_from_checkpoint
 
     cfg = None
     if config is not None:
@@ -242,8 +244,8 @@ def to_onnx(model_or_ckpt: nn.Module | str | Path, path: str | Path, *, cfg: Dic
     checkpoint, replaces its stored config. ``example_input`` ([N, C, H, W]) is the traced and parity-checked
     batch; by default validation samples, or noise, of the configured input size. The model itself is left as it
     was (a copy is exported, on the CPU)."""
+    from ..engine.loading import module_from_checkpoint
     from ..engine.module import build_task
-    from ..runners.evaluate import module_from_checkpoint
 
     if isinstance(model_or_ckpt, nn.Module):
         if cfg is None:

@@ -12,16 +12,20 @@ import numpy as np
 
 from ..errors import CheckpointError
 
-# Each task's numpy-only pre/post-processing module: prepare(image, meta) and decode_outputs(outputs, meta, sizes),
-# ``sizes`` being the original (height, width) of each image (detection maps its polygons back with them).
-INFERENCE_MODULES = {"cls": "ocrforge.tasks.cls.inference", "rec": "ocrforge.tasks.rec.inference",
-                     "det": "ocrforge.tasks.det.inference"}
-
 
 def inference_module(task: str) -> ModuleType:
-    if task not in INFERENCE_MODULES:
-        raise CheckpointError(f"no inference code for task '{task}' (known: {', '.join(INFERENCE_MODULES)})")
-    return importlib.import_module(INFERENCE_MODULES[task])
+    """The task's numpy-only pre/post-processing (``prepare(image, meta)``, ``decode_outputs(outputs, meta, sizes)``,
+    ``sizes`` being the original (height, width) of each image), named by the task class's ``inference_module``;
+    the registry reads that name from the source, so running an ONNX model imports no torch."""
+    from ..builtins import register_builtins
+    from ..registry import TASKS
+
+    register_builtins()
+    try:
+        declared = TASKS.describe(task)
+    except KeyError as exc:
+        raise CheckpointError(f"no inference code for task '{task}': {exc.args[0]}") from None
+    return importlib.import_module(declared.inference_module)
 
 
 class OnnxModel:

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import make_divisible  # PaddleOCR's channel rounding too: nearest multiple, at most 10 % below
 from torch import nn
 
-from ..registry import BACKBONES
-
-
-def make_divisible(value: float, divisor: int = 16) -> int:
-    """PaddleOCR's channel rounding: nearest multiple of ``divisor``, never more than 10 % below ``value``."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
+from ..registry import DET_BACKBONES, REC_BACKBONES
+from .layers import SqueezeExcite, conv_norm_act
 
 
 class LearnableAffine(nn.Module):
@@ -31,27 +27,6 @@ class LearnableAffine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * x + self.bias
-
-
-def hard_sigmoid(x: torch.Tensor, slope: float) -> torch.Tensor:
-    """Paddle's hard sigmoid ``clip(slope * x + 0.5, 0, 1)``: slope 1/6 in the backbones' SE, 0.2 in the FPNs'."""
-    return (slope * x + 0.5).clamp(0.0, 1.0)
-
-
-class SqueezeExcite(nn.Module):
-    """``x * hsigmoid(conv(relu(conv(mean(x)))))`` with a reduction of 4 (both convs with bias)."""
-
-    def __init__(self, channels: int, slope: float = 1 / 6) -> None:
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, channels // 4, 1)
-        self.expand = nn.Conv2d(channels // 4, channels, 1)
-        self.slope = slope
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        return hard_sigmoid(self.expand(F.relu(self.reduce(x.mean(dim=(2, 3), keepdim=True)))), self.slope)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
 
 
 class RepConvLayer(nn.Module):
@@ -108,16 +83,15 @@ class PPLCNetV3(nn.Module):
 
     def __init__(self, scale: float, stages: tuple, in_channels: int = 3) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, make_divisible(16 * scale), 3, 2, 1, bias=False),
-                                  nn.BatchNorm2d(make_divisible(16 * scale)))
+        self.stem = conv_norm_act(in_channels, make_divisible(16 * scale, 16), 3, 2, act=None)
         self.stages = nn.ModuleList(
-            nn.Sequential(*[LCNetV3Block(make_divisible(cin * scale), make_divisible(cout * scale), k, s, se)
+            nn.Sequential(*[LCNetV3Block(make_divisible(cin * scale, 16), make_divisible(cout * scale, 16), k, s, se)
                             for k, cin, cout, s, se in stage])
             for stage in stages)
-        self.stage_channels = [make_divisible(stage[-1][2] * scale) for stage in stages]
+        self.stage_channels = [make_divisible(stage[-1][2] * scale, 16) for stage in stages]
 
 
-@BACKBONES.register("pplcnetv3_rec")
+@REC_BACKBONES.register(aliases=("pplcnetv3_rec",))
 class PPLCNetV3Rec(PPLCNetV3):
     """Recognition form: [B, 3, 48, W] -> [B, C, 1, W/8] (average pool 3x2 after height /16, width /4)."""
 
@@ -132,7 +106,7 @@ class PPLCNetV3Rec(PPLCNetV3):
         return F.avg_pool2d(x, (3, 2))
 
 
-@BACKBONES.register("pplcnetv3_det")
+@DET_BACKBONES.register(aliases=("pplcnetv3_det",))
 class PPLCNetV3Det(PPLCNetV3):
     """Detection form: the last four stages (strides 4, 8, 16, 32), each reduced by a 1x1 conv with bias."""
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import BACKBONES
-from .pplcnet import SqueezeExcite
+from ..registry import DET_BACKBONES, REC_BACKBONES
+from .layers import SqueezeExcite
 
 # A block is (in channels, out channels, stride, squeeze-excite); a stage is a tuple of blocks.
 Stage = tuple[tuple[int, int, int | tuple[int, int], bool], ...]
@@ -91,7 +91,7 @@ class PPLCNetV4(nn.Module):
         self.stage_channels = [stage[-1][1] for stage in stages]
 
 
-@BACKBONES.register("pplcnetv4_rec")
+@REC_BACKBONES.register(aliases=("pplcnetv4_rec",))
 class PPLCNetV4Rec(PPLCNetV4):
     """Recognition form: [B, 3, 48, W] -> [B, 384, 1, W/8] (average pool 3x2 after height /16, width /4)."""
 
@@ -107,7 +107,7 @@ class PPLCNetV4Rec(PPLCNetV4):
         return F.avg_pool2d(x, (3, 2))
 
 
-@BACKBONES.register("pplcnetv4_det")
+@DET_BACKBONES.register(aliases=("pplcnetv4_det",))
 class PPLCNetV4Det(PPLCNetV4):
     """Detection form: the four stage outputs (48, 96, 192, 384 channels at strides 4, 8, 16, 32)."""
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import make_divisible
 from torch import nn
 
-from ..registry import BACKBONES
-from .pplcnet import SqueezeExcite, make_divisible
+from ..registry import CLS_BACKBONES
+from .layers import SqueezeExcite, conv_norm_act
 
 # PaddleOCR's "small" table at scale 1: (kernel, expanded channels, out channels, squeeze-excite, activation,
 # stride). With the stem's stride 2 a 48-high line leaves the blocks at height 2 and width /2.
@@ -37,18 +38,6 @@ _STEM, _LAST = 16, 576
 _ACTIVATIONS = {"relu": nn.ReLU, "hardswish": nn.Hardswish}
 
 
-class ConvBN(nn.Sequential):
-    """Conv without bias, BatchNorm, then ``act`` (None: linear)."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int | tuple[int, int] = 1, groups: int = 1,
-                 act: str | None = None) -> None:
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-                                   nn.BatchNorm2d(cout)]
-        if act is not None:
-            layers.append(_ACTIVATIONS[act]())
-        super().__init__(*layers)
-
-
 class InvertedResidual(nn.Module):
     """1x1 expand, depthwise k x k at the stride, optional SE (hard-sigmoid slope 0.2), linear 1x1 projection; the
     input is added back when the stride is 1 and the widths agree (Paddle compares the stride to 1, so a tuple
@@ -57,10 +46,10 @@ class InvertedResidual(nn.Module):
     def __init__(self, cin: int, mid: int, cout: int, kernel: int, stride: int | tuple[int, int], se: bool,
                  act: str) -> None:
         super().__init__()
-        self.expand = ConvBN(cin, mid, 1, act=act)
-        self.depthwise = ConvBN(mid, mid, kernel, stride, groups=mid, act=act)
+        self.expand = conv_norm_act(cin, mid, 1, act=_ACTIVATIONS[act])
+        self.depthwise = conv_norm_act(mid, mid, kernel, stride, groups=mid, act=_ACTIVATIONS[act])
         self.se = SqueezeExcite(mid, slope=0.2) if se else nn.Identity()
-        self.project = ConvBN(mid, cout, 1)
+        self.project = conv_norm_act(mid, cout, 1, act=None)
         self.shortcut = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +57,7 @@ class InvertedResidual(nn.Module):
         return x + y if self.shortcut else y
 
 
-@BACKBONES.register("ppocr_mobilenetv3_small")
+@CLS_BACKBONES.register(aliases=("ppocr_mobilenetv3_small",))
 class PPOCRMobileNetV3Small(nn.Module):
     """[B, 3, H, W] -> pooled [B, num_features] (200 at scale 0.35): stem conv 3x3 s2 + BN + hard-swish, eleven
     inverted residuals, conv 1x1 + BN + hard-swish, 2x2 max-pool, global average (PaddleOCR's ClsHead averages
@@ -77,7 +66,7 @@ class PPOCRMobileNetV3Small(nn.Module):
     def __init__(self, scale: float = 0.35, in_channels: int = 3) -> None:
         super().__init__()
         width = make_divisible(_STEM * scale, 8)
-        self.stem = ConvBN(in_channels, width, 3, 2, act="hardswish")
+        self.stem = conv_norm_act(in_channels, width, 3, 2, act=nn.Hardswish)
         blocks = []
         for kernel, mid, cout, se, act, stride in _SMALL:
             out = make_divisible(cout * scale, 8)
@@ -85,7 +74,7 @@ class PPOCRMobileNetV3Small(nn.Module):
             width = out
         self.blocks = nn.Sequential(*blocks)
         self.num_features = make_divisible(_LAST * scale, 8)
-        self.last = ConvBN(width, self.num_features, 1, act="hardswish")
+        self.last = conv_norm_act(width, self.num_features, 1, act=nn.Hardswish)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.last(self.blocks(self.stem(images)))

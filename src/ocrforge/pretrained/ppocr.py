@@ -237,7 +237,7 @@ def convert(name: str, out_dir: str | Path, *, onnx: str | Path | None = None,
         if final_dict is not None:
             stored["data"]["charset"]["dict"] = str(final_dict)
         (staging / "config.yaml").write_text(to_yaml(build_config(entry, final_dict)))
-        wrapper = module.task.export_module(module.model)
+        wrapper = module.task.exporter().module(module.model)
         example = torch.zeros(1, 3, 64, 64) if entry.task == "det" else torch.zeros(1, 3, 48, 320)
         counts = fill_from_records(wrapper, read_records(onnx_path), example, source=str(onnx_path))
         wrapper.eval()

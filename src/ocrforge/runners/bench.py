@@ -4,19 +4,21 @@
 * ``model``: forward + loss + backward + optimiser step on one reused batch: the ceiling without data loading; the
   step time split into forward / backward / optimiser (measured in separate, synchronised steps) and peak memory.
 * ``end_to_end``: the loader feeding those steps (for as long as the data-only part ran, and at least ``steps``),
-  with the time spent waiting for each batch.
+  with the host's time blocked waiting for each batch.
 
-Each part warms up first (worker start, glyph caches, cuDNN autotuning, ``torch.compile``). The end-to-end loop
-synchronises the device after every step so that waiting for data and computing are told apart; the trainer
-overlaps them a little more, so its throughput can be slightly higher. Lightning's per-step work (logging, EMA,
-checkpoint callbacks) is not included: compare with a real run's ``train.profiler=simple``.
+Each part warms up first (worker start, glyph caches, cuDNN autotuning, ``torch.compile``: its cost is
+``model.warmup_s``, the graphs it compiled ``compiled_graphs``, and end-to-end batches of new shapes that compile again
+show in ``end_to_end.compiled_graphs``). Peak memory is reported per sample too (all of it, weights and optimiser
+state included, over the batch size). The end-to-end loop, like the trainer, never waits for the device between
+steps, so loading overlaps computing. Lightning's per-step work (logging, EMA, checkpoint callbacks) is not included:
+compare with a real run's ``train.profiler=simple``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -24,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..engine.data import build_dataloader
-from ..engine.module import build_task
+from ..engine.module import build_task, compile_for_training
 from ..engine.rundir import environment_info
 from ..engine.trainer import resolve_precision
 from ..errors import ConfigError
@@ -73,7 +75,7 @@ class _Step:
             self.model.to(memory_format=torch.channels_last)
             task.channels_last = True
         if compile_model:
-            self.model.compile()
+            compile_for_training(self.model, cfg)
         self.criterion = task.build_loss().to(device)
         self.optimizer = OPTIMIZERS.build(OmegaConf.to_container(cfg.optimizer), params=self.model.named_parameters())
         self.autocast = _autocast(precision, device)
@@ -114,11 +116,17 @@ def _data_only(batches: Iterator[dict], seconds: float, warmup_seconds: float, w
             "workers": workers, "samples": samples}
 
 
+def _compiled_graphs() -> int:
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
 def _model_only(step: _Step, batch: dict, steps: int, warmup_steps: int) -> dict[str, Any]:
     size = int(batch["batch_size"])
+    began = time.perf_counter()
     for _ in range(warmup_steps):
         step(batch)
     step.sync()
+    warmup_s = time.perf_counter() - began
     if step.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     began = time.perf_counter()
@@ -133,7 +141,9 @@ def _model_only(step: _Step, batch: dict, steps: int, warmup_steps: int) -> dict
     peak = torch.cuda.max_memory_allocated() / 2**20 if step.device.type == "cuda" else None
     return {"samples_per_s": round(size * steps / elapsed, 1), "ms_per_step": round(elapsed / steps * 1000, 2),
             "split_ms": {k: round(v / split_steps * 1000, 2) for k, v in phases.items()},
-            "peak_memory_mb": None if peak is None else round(peak, 1), "batch_size": size}
+            "peak_memory_mb": None if peak is None else round(peak, 1),
+            "peak_memory_mb_per_sample": None if peak is None else round(peak / size, 3), "batch_size": size,
+            "warmup_s": round(warmup_s, 2), "compiled_graphs": _compiled_graphs()}
 
 
 def _end_to_end(step: _Step, batches: Iterator[dict], steps: int, seconds: float, queued: int) -> dict[str, Any]:
@@ -142,28 +152,35 @@ def _end_to_end(step: _Step, batches: Iterator[dict], steps: int, seconds: float
     for _ in range(queued):
         step(_to_device(_next_nonempty(batches), step.device))
     step.sync()
-    samples, done, waiting, computing = 0, 0, 0.0, 0.0
-    while done < steps or waiting + computing < seconds:
+    graphs = _compiled_graphs()
+    samples, done, waiting = 0, 0, 0.0
+    started = time.perf_counter()
+    while done < steps or time.perf_counter() - started < seconds:
         began = time.perf_counter()
-        batch = _to_device(_next_nonempty(batches), step.device)
-        fetched = time.perf_counter()
-        step(batch)
-        step.sync()
-        waiting += fetched - began
-        computing += time.perf_counter() - fetched
+        batch = _next_nonempty(batches)
+        waiting += time.perf_counter() - began
+        step(_to_device(batch, step.device))
         samples += int(batch["batch_size"])
         done += 1
-    return {"samples_per_s": round(samples / (waiting + computing), 1),
-            "data_wait_ms_per_step": round(waiting / done * 1000, 2),
-            "step_ms": round(computing / done * 1000, 2), "steps": done}
+    step.sync()
+    elapsed = time.perf_counter() - started
+    return {"samples_per_s": round(samples / elapsed, 1), "data_wait_ms_per_step": round(waiting / done * 1000, 2),
+            "step_ms": round((elapsed - waiting) / done * 1000, 2), "steps": done,
+            "compiled_graphs": _compiled_graphs() - graphs}
+
+
+PARTS = ("data", "model", "end_to_end")
 
 
 def bench(cfg: DictConfig, *, seconds: float = 20.0, warmup_seconds: float = 10.0, steps: int = 50,
           warmup_steps: int = 10, amp: bool = False, compile_model: bool = False, channels_last: bool = False,
-          device: str | None = None) -> dict[str, Any]:
-    """Measures ``cfg``'s training data, model and both together; see the module docstring."""
+          device: str | None = None, parts: Sequence[str] = PARTS) -> dict[str, Any]:
+    """Measures ``cfg``'s training data, model and both together (``parts``: a subset, e.g. ``("model",)`` for the
+    ceiling and peak memory of a large batch alone); see the module docstring."""
     if steps < 1 or seconds <= 0:
         raise ConfigError("bench needs at least one step and a positive time budget")
+    if not set(parts) <= set(PARTS):
+        raise ConfigError(f"bench parts are {', '.join(PARTS)}, not {', '.join(sorted(set(parts) - set(PARTS)))}")
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
@@ -178,9 +195,14 @@ def bench(cfg: DictConfig, *, seconds: float = 20.0, warmup_seconds: float = 10.
     report: dict[str, Any] = {"task": cfg.task, "exp_name": cfg.get("exp_name"), "precision": precision,
                               "compile": compile_model, "channels_last": channels_last, "device": str(chosen),
                               "machine": environment_info()}
-    report["data"] = _data_only(batches, seconds, warmup_seconds, workers)
+    if "data" in parts:
+        report["data"] = _data_only(batches, seconds, warmup_seconds, workers)
+    if "model" not in parts and "end_to_end" not in parts:
+        return report
     step = _Step(cfg, task, chosen, precision, compile_model, channels_last)
-    report["model"] = _model_only(step, _to_device(_next_nonempty(batches), chosen), steps, warmup_steps)
-    queued = workers * (loader.prefetch_factor or 0)
-    report["end_to_end"] = _end_to_end(step, batches, steps, seconds, queued)
+    if "model" in parts:
+        report["model"] = _model_only(step, _to_device(_next_nonempty(batches), chosen), steps, warmup_steps)
+    if "end_to_end" in parts:
+        queued = workers * (loader.prefetch_factor or 0)
+        report["end_to_end"] = _end_to_end(step, batches, steps, seconds, queued)
     return report

@@ -16,8 +16,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..data.converters.det_labels import region_quad
-from ..data.converters.det_to_crops import TALL_RATIO, crop_quad
+from ..data.geometry import crop_quad, region_quad, turn_upright
 from ..errors import ConfigError
 from ..export.runtime import inference_module
 from .ocr_visualize import save_ocr_picture
@@ -94,9 +93,7 @@ class OcrPipeline:
             if isinstance(crop, str):
                 skipped[crop] += 1
                 continue
-            if crop.shape[0] >= TALL_RATIO * crop.shape[1]:
-                crop = np.ascontiguousarray(np.rot90(crop))  # vertical line: read it turned upright
-            crops.append(crop)
+            crops.append(turn_upright(crop)[0])  # a vertical line is read turned upright
             kept.append(i)
         return crops, kept
 

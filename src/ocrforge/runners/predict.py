@@ -38,20 +38,21 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
 def _torch_backend(ckpt: str | Path, device: str) -> tuple[Callable[[np.ndarray], dict], dict]:
     import torch
 
-    from .evaluate import module_from_checkpoint
+    from ..engine.loading import module_from_checkpoint
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available here")
     module, _ = module_from_checkpoint(ckpt)
-    wrapper = module.task.export_module(module.model).eval().to(device)
-    names = list(module.task.onnx_output_names())
+    exporter = module.task.exporter()
+    wrapper = exporter.module(module.model).eval().to(device)
+    names = list(exporter.output_names())
 
     def run(batch: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             outputs = wrapper(torch.from_numpy(batch).to(device))
         return {n: o.float().cpu().numpy() for n, o in zip(names, outputs, strict=True)}
 
-    return run, module.task.onnx_metadata()
+    return run, exporter.metadata()
 
 
 def load_backend(model: str | Path, device: str = "cpu") -> tuple[Callable[[np.ndarray], dict], dict]:

@@ -41,7 +41,7 @@ from ..engine.rundir import (
 )
 from ..engine.trainer import build_trainer, process_count, resolve_precision, stop_reason, tune_cpu_threads
 from ..errors import CheckpointError, ConfigError
-from .evaluate import UnevaluatedSamples
+from .test import UnevaluatedSamples
 
 log = logging.getLogger("ocrforge")
 

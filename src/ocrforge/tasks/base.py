@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,10 +15,22 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..config.schema import split_data_spec
+from ..config.schema import LoaderSchema, registry_node, split_data_spec
 from ..data.images import mean_std_arrays
 from ..errors import ConfigError
-from ..registry import DATASETS, TRANSFORMS
+from ..registry import TRANSFORMS, component_registry
+
+
+@dataclass
+class DataSchemaBase:
+    """The ``data`` fields every task has; a task's schema subclasses it (and may redefine a field's default)."""
+
+    color: str = "RGB"  # channel order the model reads: RGB, or BGR (models imported from PaddleOCR)
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    train: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+    val: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
+    test: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
 
 
 class TaskSamples(Dataset):
@@ -57,6 +70,10 @@ class Task(ABC):
 
     name: ClassVar[str]
     data_schema: ClassVar[type]
+    export_class: ClassVar[type[TaskExport]]
+    # The numpy-only module with ``prepare(image, meta)`` and ``decode_outputs(outputs, meta, sizes)`` that runs an
+    # exported model (export/runtime.py imports it by this name, read from the source without importing the task).
+    inference_module: ClassVar[str]
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
@@ -87,9 +104,10 @@ class Task(ABC):
             if node is None:
                 return None
             spec, _ = split_data_spec(node)
-            wanted = getattr(DATASETS.get(spec["type"]), "config_injected", ())
+            datasets = component_registry(self.name, "dataset")
+            wanted = getattr(datasets.get(spec["type"]), "config_injected", ())
             injected = {k: v for k, v in self.injected_dataset_args().items() if k in wanted}
-            self._raw[split] = self.check_raw_dataset(split, DATASETS.build(spec, **injected), injected)
+            self._raw[split] = self.check_raw_dataset(split, datasets.build(spec, **injected), injected)
         return self._raw[split]
 
     def check_raw_dataset(self, split: str, dataset: Dataset, injected: dict[str, Any]) -> Dataset:
@@ -167,27 +185,41 @@ class Task(ABC):
         """Write task pictures (confusion matrix, prediction grids …) after ``ocrforge test``."""
         return None
 
-    # --- inference and export -------------------------------------------------------------------------------
+    def exporter(self) -> TaskExport:
+        """What ``export``, ``predict`` and the PP-OCR importer need: preprocessing, the inference wrapper, ONNX
+        names, axes and metadata."""
+        return self.export_class(self)
+
+
+class TaskExport(ABC):
+    """A task's inference contract, shared by ONNX export and the PyTorch prediction path (``task.exporter()``)."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
     @abstractmethod
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 HxWx3 -> float32 CxHxW, exactly as the model saw it in training (numpy only)."""
 
     @abstractmethod
-    def export_module(self, model: nn.Module) -> nn.Module:
-        """An inference-only wrapper whose outputs are the ONNX outputs, in ``onnx_output_names`` order."""
+    def module(self, model: nn.Module) -> nn.Module:
+        """An inference-only wrapper whose outputs are the ONNX outputs, in ``output_names`` order."""
 
     @abstractmethod
-    def onnx_output_names(self) -> Sequence[str]: ...
+    def output_names(self) -> Sequence[str]: ...
 
-    def onnx_dynamic_axes(self) -> dict[str, dict[int, str]]:
-        axes = {"image": {0: "batch"}}
-        axes.update({name: {0: "batch"} for name in self.onnx_output_names()})
+    def input_names(self) -> Sequence[str]:
+        return ("image",)
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        axes = {name: {0: "batch"} for name in self.input_names()}
+        axes.update({name: {0: "batch"} for name in self.output_names()})
         return axes
 
     @abstractmethod
-    def onnx_metadata(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, Any]:
         """Everything a consumer needs besides the graph: preprocessing, class names, output meaning."""
 
-    def onnx_extra_metadata(self) -> dict[str, str]:
+    def extra_metadata(self) -> dict[str, str]:
         """Metadata keys besides ``ocrforge`` that other runtimes read (e.g. RapidOCR's ``character``)."""
         return {}

@@ -1,4 +1,5 @@
-"""Folder-per-character recognition sets (seed 004) -> ``path<TAB>char`` train/val lists, dictionary and stats.
+"""Folder-per-character recognition sets (the layout of PaddleOCR's PP-OCRv5 fine-tuning guide) -> ``path<TAB>char``
+train/val lists, dictionary and stats.
 
 Input: ``<data_dir>/<id>/<char>_<n>.png``, ``samples.csv`` (a header row naming at least a path column and a char
 or id column, in any order; paths relative to the folder holding ``data_dir``, e.g. ``binarized_data/5378/紅_26.png``)
@@ -9,7 +10,8 @@ line).
 Rows that cannot be trusted are dropped and counted (``bad_row``: wrong field count, an empty or control character
 in a used field, a field over the csv module's size limit; ``missing_file``, ``unknown_id``,
 ``char_id_mismatch``, ``folder_id_mismatch``, ``duplicate_path``); file names that do not follow ``<char>_<n>.<ext>``
-are counted but kept (names are often mangled by archive encodings, as in seed 004; the id is authoritative).
+are counted but kept (names are often mangled by archive encodings, as in that guide's sets; the id is
+authoritative).
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ...errors import DataError
 from ...text_files import control_character, iter_lines
+from ..geometry import region_quad
 from ..images import IMAGE_SUFFIXES
 from ..skips import count_skip
 
@@ -54,31 +54,6 @@ def _points(values: Iterable) -> np.ndarray | None:
     with np.errstate(over="ignore"):  # checked in float32 below: 1e300 is finite only in float64
         points = array.reshape(-1, 2).astype(np.float32)
     return points if np.isfinite(points).all() else None
-
-
-def order_quad(points: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
-    """Four points clockwise on screen (y down), starting from the vertex nearest ``start`` (default: the
-    top-left one, smallest x + y).
-
-    Annotators (ICDAR 2015, PPOCRLabel) put the text's own top-left first, so passing the annotated first point
-    keeps words tilted past 45 degrees or upside down readable; a purely geometric top-left would flip those.
-    """
-    centre = points.mean(axis=0)
-    angles = np.arctan2(points[:, 1] - centre[1], points[:, 0] - centre[0])
-    ordered = points[np.argsort(angles, kind="stable")]  # increasing angle is clockwise when y points down
-    first = (np.argmin(ordered.sum(axis=1)) if start is None
-             else np.argmin(np.linalg.norm(ordered - start, axis=1)))
-    return np.roll(ordered, -int(first), axis=0).astype(np.float32)
-
-
-def region_quad(points: np.ndarray, annotated: bool = True) -> np.ndarray | None:
-    """The quad to rectify: the polygon itself if it has 4 points, its min-area rectangle if more, None if fewer;
-    ordered clockwise from the corner nearest the first point of an ``annotated`` polygon (annotators start at the
-    text's own top-left), else from the geometric top-left (a detector's polygon starts anywhere)."""
-    if len(points) < 4:
-        return None
-    quad = cv2.boxPoints(cv2.minAreaRect(points.astype(np.float32))) if len(points) > 4 else points
-    return order_quad(np.asarray(quad, dtype=np.float32), start=points[0] if annotated else None)
 
 
 # ---------------------------------------------------------------------------------------------------- ICDAR 2015

@@ -11,28 +11,9 @@ import numpy as np
 
 from ...errors import DataError
 from ...text_files import control_character
+from ..geometry import crop_quad, region_quad, turn_upright
 from ..images import SampleSkipped, read_image
-from .det_labels import read_det_dataset, region_quad
-
-# A crop of 2+ characters this much taller than wide is text rotated by ~90 degrees: turn it counter-clockwise, as
-# PaddleOCR's get_rotate_crop_image does, so the recogniser sees horizontal text (a lone character may be tall).
-TALL_RATIO = 1.5
-
-
-def crop_quad(image: np.ndarray, quad: np.ndarray) -> np.ndarray | str:
-    """Warp the ordered quad to an upright rectangle; a skip reason instead for a degenerate or outside quad."""
-    edges = np.linalg.norm(quad - np.roll(quad, -1, axis=0), axis=1)  # top, right, bottom, left
-    if edges.min() < 1.0 or abs(cv2.contourArea(quad)) < 1.0:
-        return "degenerate_polygon"
-    height, width = image.shape[:2]
-    if quad[:, 0].max() < 0 or quad[:, 1].max() < 0 or quad[:, 0].min() >= width or quad[:, 1].min() >= height:
-        return "polygon_outside_image"
-    crop_w = round(max(edges[0], edges[2]))
-    crop_h = round(max(edges[1], edges[3]))
-    target = np.float32([[0, 0], [crop_w, 0], [crop_w, crop_h], [0, crop_h]])
-    matrix = cv2.getPerspectiveTransform(quad, target)
-    return cv2.warpPerspective(image, matrix, (crop_w, crop_h), flags=cv2.INTER_CUBIC,
-                               borderMode=cv2.BORDER_REPLICATE)
+from .det_labels import read_det_dataset
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
@@ -88,9 +69,9 @@ def det_to_crops(fmt: str, images_dir: str | Path, labels: str | Path, out: str 
             if isinstance(crop, str):
                 skips[crop] += 1
                 continue
-            if len(region.text) > 1 and crop.shape[0] >= TALL_RATIO * crop.shape[1]:
-                crop = np.ascontiguousarray(np.rot90(crop))
-                rotated += 1
+            if len(region.text) > 1:  # a lone character may be tall
+                crop, turned = turn_upright(crop)
+                rotated += turned
             name = f"crops/{stem}_{k:03d}.png"
             write_image(out_dir / name, crop)
             lines.append(f"{name}\t{region.text}\n")

@@ -14,7 +14,7 @@ from ...data.images import IMAGE_SUFFIXES, read_image
 from ...data.label_files import read_label_lines
 from ...data.skips import LineOrigins, SkipCounter, count_skip
 from ...errors import DataError
-from ...registry import DATASETS
+from ...registry import CLS_DATASETS
 
 log = logging.getLogger("ocrforge")
 
@@ -61,7 +61,7 @@ class _FileListDataset(Dataset):
             raise DataError(f"{where}: no usable samples (skipped: {dict(self.skipped_at_init) or 'none'})")
 
 
-@DATASETS.register("ImageFolder")
+@CLS_DATASETS.register(aliases=("ImageFolder",))
 class ImageFolderDataset(_FileListDataset):
     """``root/<class name>/**/<image>``; folders not in ``classes`` are counted as ``label_not_in_classes``."""
 
@@ -91,7 +91,7 @@ class ImageFolderDataset(_FileListDataset):
         return names
 
 
-@DATASETS.register("ClsLabelFile")
+@CLS_DATASETS.register(aliases=("ClsLabelFile",))
 class LabelFileDataset(_FileListDataset):
     """One or more ``path<TAB>class`` files; image paths relative to ``data_root`` (default: each file's folder).
 

@@ -1,4 +1,5 @@
-"""Classification heads: linear, and the CosFace / ArcFace margin heads used for metric learning (seed 001)."""
+"""Classification heads: linear, and the CosFace / ArcFace margin heads used for metric learning (as in
+DocClassifier's lcnet050_cosface_96)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...registry import HEADS
+from ...registry import CLS_HEADS
 
 
-@HEADS.register("linear")
+@CLS_HEADS.register(aliases=("linear",))
 class LinearHead(nn.Module):
     config_injected = ("in_features", "num_classes")
+    export_outputs = ("logits",)  # what an exported model returns, in order
 
     def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -33,6 +35,7 @@ class _MarginHead(nn.Module, ABC):
     """
 
     config_injected = ("in_features", "num_classes")
+    export_outputs = ("logits", "embedding")
 
     def __init__(self, in_features: int, num_classes: int, embedding_size: int = 128, scale: float = 30.0,
                  margin: float = 0.35) -> None:
@@ -54,7 +57,7 @@ class _MarginHead(nn.Module, ABC):
         return {"logits": cosine * self.scale, "embedding": embedding}
 
 
-@HEADS.register("cosface")
+@CLS_HEADS.register(aliases=("cosface",))
 class CosFaceHead(_MarginHead):
     """Large-margin cosine loss (CosFace): cos(θ_y) − m."""
 
@@ -62,7 +65,7 @@ class CosFaceHead(_MarginHead):
         return cosine - self.margin * F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
 
 
-@HEADS.register("arcface")
+@CLS_HEADS.register(aliases=("arcface",))
 class ArcFaceHead(_MarginHead):
     """Additive angular margin (ArcFace): cos(θ_y + m), with the usual fallback where θ_y + m passes π."""
 

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...registry import LOSSES
+from ...registry import CLS_LOSSES
 
 
-@LOSSES.register("cross_entropy")
+@CLS_LOSSES.register(aliases=("cross_entropy",))
 class CrossEntropyLoss(nn.Module):
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()

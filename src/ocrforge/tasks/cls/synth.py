@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from ...data.fonts import discover_fonts
 from ...data.text import pseudo_line
-from ...registry import DATASETS
+from ...registry import CLS_DATASETS
 
 _CLASSES = {"line": ["0", "180"], "page": ["0", "90", "180", "270"]}
 _ASCII = "".join(chr(c) for c in range(33, 127))
@@ -42,7 +42,7 @@ def _degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
-@DATASETS.register("SynthOrientation")
+@CLS_DATASETS.register(aliases=("SynthOrientation",))
 class SynthOrientationDataset(Dataset):
     """``mode='line'``: one text line, upright or upside down; ``mode='page'``: a page of text in 4 rotations.
 

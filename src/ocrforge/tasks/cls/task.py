@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,51 +12,29 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config.schema import LoaderSchema, image_size_field, model_spec, registry_node, split_data_spec
-from ...data.collate import chw_tensor
+from ...config.schema import model_spec, split_data_spec
 from ...errors import ConfigError
-from ...registry import DATASETS, MODELS, TASKS
-from ..base import Task, TaskSamples
+from ...registry import CLS_DATASETS, CLS_HEADS, CLS_MODELS, TASKS
+from ..base import Task
 from . import datasets as _datasets  # noqa: F401  (registers the datasets)
 from . import heads as _heads  # noqa: F401  (registers the heads)
 from . import loss as _loss  # noqa: F401  (registers the loss)
 from . import model as _model  # noqa: F401  (registers the model)
 from . import synth as _synth  # noqa: F401  (registers the synthetic dataset)
-from .inference import decode, fit, mean_colour, preprocess
+from .export import ClsExport
+from .inference import decode, mean_colour
 from .metric import ClassificationMetric
+from .samples import ClsSamples
+from .schema import ClsDataSchema
 from .visualize import save_confusion_matrix, save_prediction_grids
-
-
-@dataclass
-class ClsDataSchema:
-    image_size: list[int] = image_size_field([64, 64])  # [H, W]
-    color: str = "RGB"  # channel order the model reads: RGB, or BGR (models imported from PaddleOCR)
-    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    # False stretches to image_size, True letterboxes centred; "line": height kept, padded right (PaddleOCR's cls).
-    keep_ratio: bool | Literal["line"] = False
-    # Class names in index order; discovered from the training dataset when left empty.
-    classes: list[str] | None = None
-    train: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
-    val: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
-    test: dict[str, Any] | None = registry_node("dataset", extra=LoaderSchema)
-
-
-class ClsSamples(TaskSamples):
-    """Raw samples -> (augmented) uint8 tensors at the model's input size, in DataLoader workers."""
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.raw[index]
-        image = self.augmented(sample["image"])
-        fitted = fit(image, self.task.image_size, self.task.keep_ratio, self.task.fill)
-        return {"image": chw_tensor(fitted), "label": sample["label"],
-                "index": index, "path": sample["path"]}
 
 
 @TASKS.register("cls")
 class ClassificationTask(Task):
     name = "cls"
     data_schema = ClsDataSchema
+    export_class = ClsExport
+    inference_module = "ocrforge.tasks.cls.inference"
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
@@ -78,13 +54,13 @@ class ClassificationTask(Task):
         for split in ("train", "val", "test"):
             if self.cfg.data.get(split):
                 spec, _ = split_data_spec(OmegaConf.to_container(self.cfg.data[split]))
-                dataset_cls = DATASETS.get(spec.pop("type"))
+                dataset_cls = CLS_DATASETS.get(spec.pop("type"))
                 return list(dataset_cls.discover_classes(**spec))
         raise ValueError("data.classes is empty and no data split is configured to discover classes from")
 
     # --- building -------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        return MODELS.build(model_spec(OmegaConf.to_container(self.cfg.model)), num_classes=len(self.classes))
+        return CLS_MODELS.build(model_spec(OmegaConf.to_container(self.cfg.model)), num_classes=len(self.classes))
 
     def injected_dataset_args(self) -> dict[str, Any]:
         return {"classes": self.classes}
@@ -101,10 +77,10 @@ class ClassificationTask(Task):
         return ClsSamples(raw, self, self.augmentation(split)) if raw is not None else None
 
     def build_loss(self) -> nn.Module:
-        from ...registry import LOSSES
+        from ...registry import CLS_LOSSES
 
-        spec = OmegaConf.to_container(self.cfg.loss) if self.cfg.get("loss") else {"type": "cross_entropy"}
-        return LOSSES.build(spec)
+        spec = OmegaConf.to_container(self.cfg.loss) if self.cfg.get("loss") else {"type": "CrossEntropyLoss"}
+        return CLS_LOSSES.build(spec)
 
     def build_metric(self) -> ClassificationMetric:
         return ClassificationMetric(len(self.classes))
@@ -144,30 +120,7 @@ class ClassificationTask(Task):
             raw = self.raw_dataset("test")
             save_prediction_grids(predictions, lambda p: raw[p["index"]]["image"], show_dir)
 
-    # --- inference and export -------------------------------------------------------------------------------
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        return preprocess(image, self.image_size, self.mean, self.std, self.keep_ratio, self.color)
-
-    def export_module(self, model: nn.Module) -> nn.Module:
-        return _ClsInference(model)
-
-    def onnx_output_names(self) -> Sequence[str]:
-        head = self.cfg.model.get("head") or {}
-        return ["logits", "embedding"] if head.get("type") in ("cosface", "arcface") else ["logits"]
-
-    def onnx_metadata(self) -> dict[str, Any]:
-        d = self.cfg.data
-        return {"task": "cls", "input_size": list(d.image_size), "mean": list(d.mean), "std": list(d.std),
-                "keep_ratio": self.keep_ratio, "classes": self.classes, "color": self.color, "layout": "NCHW"}
-
-
-class _ClsInference(nn.Module):
-    """Keeps only the inference branch: logits (scaled cosines for margin heads) and, for those, the embedding."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(image)
-        return (out["logits"], out["embedding"]) if "embedding" in out else (out["logits"],)
+    def head_class(self) -> type:
+        """The registered class of ``model.head`` (what it exports); a linear head for models that name none."""
+        head = self.cfg.model.get("head") or {"type": "LinearHead"}
+        return CLS_HEADS.get(head["type"])

@@ -18,7 +18,7 @@ from ...data.converters.det_labels import DetSample, read_icdar2015_dataset, rea
 from ...data.images import read_image
 from ...data.skips import SkipCounter, count_skip
 from ...errors import DataError
-from ...registry import DATASETS
+from ...registry import DET_DATASETS
 from ...text_files import iter_lines
 from . import synth_pages as _synth_pages  # noqa: F401  (registers SynthPages)
 
@@ -55,7 +55,7 @@ class _DetLabelDataset(Dataset):
         return {"path": str(sample.image), "num_gt": sum(not r.ignore for r in sample.regions), **sample.origin}
 
 
-@DATASETS.register("DetIcdar2015")
+@DET_DATASETS.register(aliases=("DetIcdar2015",))
 class Icdar2015Dataset(_DetLabelDataset):
     """``images_dir`` + ``labels`` (a folder of ``gt_<image>.txt`` or one file); ``###`` marks don't-care.
     ``files`` keeps only the listed image names (e.g. a train/val split of one folder); ``max_samples`` caps it."""
@@ -71,7 +71,7 @@ class Icdar2015Dataset(_DetLabelDataset):
         super().__init__(samples, skips, f"ICDAR 2015 labels {labels}", max_samples)
 
 
-@DATASETS.register("DetPaddle")
+@DET_DATASETS.register(aliases=("DetPaddle",))
 class PaddleDetDataset(_DetLabelDataset):
     """PaddleOCR det label files (``path<TAB>[{"transcription", "points"}]``, ``###`` / ``*`` = don't care), paths
     relative to ``data_dir``; several files are concatenated."""

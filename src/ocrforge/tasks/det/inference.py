@@ -1,21 +1,29 @@
-"""Detection pre- and post-processing in numpy + OpenCV + pyclipper only, shared by PyTorch and ONNX Runtime.
+"""Detection pre- and post-processing in numpy + OpenCV only, shared by PyTorch and ONNX Runtime.
 
 An image is resized (aspect kept) so that its shorter (``limit_type: min``) or longer (``max``) side is
 ``limit_side_len``, each side rounded to a multiple of 32; a batch of such images is padded at the bottom/right.
-The probability map's valid part is post-processed and the polygons are mapped back to the original image.
+The post-processor that the metadata names (``meta["postprocess"]``: ``{"type": <a det.postprocess name>, ...}``)
+decodes the valid part of each image's output maps into polygons in the original image.
+
+A post-processor is a picklable object with ``decode(outputs, scale) -> [{"points": (N, 2), "score"}]``, where
+``outputs`` are one image's maps ``{name: (C, h, w) float32}`` and ``scale`` = (original width / w, original height
+/ h); its module imports numpy/OpenCV/pyclipper/shapely only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ...data.images import normalise
-from .postprocess import DBPostProcess
+from ...registry import DET_POSTPROCESSORS
 
 STRIDE = 32
+# ONNX files exported before post-processors were named by type hold DB's arguments alone.
+UNNAMED_POSTPROCESS = "DBPostProcess"
 
 
 def resized_shape(height: int, width: int, limit_side_len: int, limit_type: str = "min") -> tuple[int, int]:
@@ -39,25 +47,35 @@ def prepare(image: np.ndarray, meta: dict) -> np.ndarray:
     return normalise(resized, meta["mean"], meta["std"], meta.get("color", "RGB"))
 
 
-def polygons_from_prob(prob: np.ndarray, original_size: tuple[int, int], meta: dict,
-                       postprocess: DBPostProcess | None = None) -> list[dict]:
-    """One image's probability map (H x W, possibly padded) -> [{"points", "score"}] in original pixels."""
+def build_postprocess(spec: Mapping[str, Any]) -> Any:
+    """The post-processor ``spec`` names (``{"type": name, **arguments}``; no type: DB's, as exported before)."""
+    from ...builtins import register_builtins  # the names of the built-in post-processors, read from the source
+
+    register_builtins()
+    return DET_POSTPROCESSORS.build({"type": UNNAMED_POSTPROCESS, **spec})
+
+
+def detect_image(outputs: Mapping[str, np.ndarray], original_size: tuple[int, int], meta: dict,
+                 postprocess: Any) -> list[dict]:
+    """One image's output maps ({name: (C, H, W)}, possibly padded) -> [{"points", "score"}] in original pixels."""
     height, width = original_size
     rh, rw = resized_shape(height, width, meta["limit_side_len"], meta["limit_type"])
-    postprocess = postprocess or DBPostProcess(**meta["postprocess"])
-    return postprocess(np.ascontiguousarray(prob[:rh, :rw], dtype=np.float32), scale=(width / rw, height / rh))
+    valid = {name: np.ascontiguousarray(maps[:, :rh, :rw], dtype=np.float32) for name, maps in outputs.items()}
+    return postprocess.decode(valid, scale=(width / rw, height / rh))
 
 
 def decode_outputs(outputs: dict[str, np.ndarray], meta: dict,
                    sizes: Sequence[tuple[int, int]] | None = None) -> list[dict]:
-    """``prob`` [N, 1, H, W] -> per image ``{"polygons": [[[x, y], …]], "scores": [...]}`` in original pixels.
-    ``sizes`` are the original (height, width) of the images, needed to undo the resize and padding."""
+    """Output maps [N, C, H, W] by name -> per image ``{"polygons": [[[x, y], …]], "scores": [...]}`` in original
+    pixels. ``sizes`` are the original (height, width) of the images, needed to undo the resize and padding."""
     if sizes is None:
         raise ValueError("detection post-processing needs the original image sizes")
-    postprocess = DBPostProcess(**meta["postprocess"])
+    if any(len(maps) != len(sizes) for maps in outputs.values()):
+        raise ValueError(f"{len(sizes)} image sizes for outputs of batch {[len(m) for m in outputs.values()]}")
+    postprocess = build_postprocess(meta["postprocess"])
     results = []
-    for prob, size in zip(outputs["prob"], sizes, strict=True):
-        found = polygons_from_prob(prob[0], size, meta, postprocess)
+    for i, size in enumerate(sizes):
+        found = detect_image({name: maps[i] for name, maps in outputs.items()}, size, meta, postprocess)
         results.append({"polygons": [np.round(r["points"].astype(np.float64), 1).tolist() for r in found],
                         "scores": [round(float(r["score"]), 4) for r in found]})
     return results

@@ -1,8 +1,5 @@
-"""DBNet = timm backbone (strides 4-32) + FPN neck (optionally DBNet++'s adaptive scale fusion) + DB head.
-
-The head predicts a probability map and a threshold map at input resolution; their differentiable binarisation
-(the "approximate binary map") is a training signal only. Inference and export use the probability map alone.
-"""
+"""What detection families share: the timm feature pyramid, the FPN neck (optionally DBNet++'s adaptive scale
+fusion) and ``DetectionModel``, the backbone -> neck -> head frame each family's model subclasses."""
 
 from __future__ import annotations
 
@@ -14,36 +11,21 @@ from torch import nn
 
 from ...models import pplcnet as _pplcnet  # noqa: F401  (registers PP-LCNet backbones)
 from ...models import pplcnetv4 as _pplcnetv4  # noqa: F401  (registers PP-LCNetV4 backbones)
-from ...models.backbones import create_timm_backbone
-from ...registry import BACKBONES, HEADS, MODELS, NECKS
+from ...models.backbones import TimmFeatures
+from ...models.layers import conv_norm_act, squeeze_excite_gate
+from ...registry import DET_BACKBONES, DET_HEADS, DET_NECKS
 from . import ppocr_fpn as _ppocr_fpn  # noqa: F401  (registers PP-OCR's necks)
 
 
-def _conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
-
-
-@BACKBONES.register("timm_det")
-class TimmFeaturePyramid(nn.Module):
+@DET_BACKBONES.register(aliases=("timm_det",))
+class TimmFeaturePyramid(TimmFeatures):
     """Any timm CNN through ``features_only``, returning the stages of the requested strides (default 4, 8, 16, 32):
     resnet18/50, mobilenetv3_large_100, lcnet_050/100 and most other timm CNNs have them."""
 
     def __init__(self, name: str = "resnet18", pretrained: bool = False, pretrained_path: str | None = None,
                  strides: tuple[int, ...] | list[int] = (4, 8, 16, 32)) -> None:
-        super().__init__()
-        probe = create_timm_backbone(name, False, features_only=True)
-        reductions = probe.feature_info.reduction()
-        missing = [s for s in strides if s not in reductions]
-        if missing:
-            raise ValueError(f"timm model '{name}' has feature strides {reductions}; strides {missing} are missing")
-        indices = tuple(reductions.index(s) for s in strides)
-        self.body = create_timm_backbone(name, pretrained, pretrained_path, features_only=True, out_indices=indices)
-        self.out_channels: list[int] = list(self.body.feature_info.channels())
-        self.strides = list(strides)
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.body(images)
+        super().__init__(name, strides, pretrained, pretrained_path)
+        self.out_channels = self.channels
 
 
 class ScaleSpatialAttention(nn.Module):
@@ -51,10 +33,8 @@ class ScaleSpatialAttention(nn.Module):
 
     def __init__(self, channels: int, num_scales: int) -> None:
         super().__init__()
-        self.fuse = _conv_bn_relu(channels, channels)
-        self.channel_wise = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, channels // 4, 1, bias=False),
-                                          nn.ReLU(inplace=True), nn.Conv2d(channels // 4, channels, 1, bias=False),
-                                          nn.Sigmoid())
+        self.fuse = conv_norm_act(channels, channels)
+        self.channel_wise = squeeze_excite_gate(channels, bias=False, gate=nn.Sigmoid)
         self.spatial_wise = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False), nn.ReLU(inplace=True),
                                           nn.Conv2d(1, 1, 1, bias=False), nn.Sigmoid())
         self.scale_wise = nn.Sequential(nn.Conv2d(channels, num_scales, 1, bias=False), nn.Sigmoid())
@@ -67,7 +47,7 @@ class ScaleSpatialAttention(nn.Module):
         return torch.cat([weights[:, i : i + 1] * s for i, s in enumerate(scales)], dim=1)
 
 
-@NECKS.register("db_fpn")
+@DET_NECKS.register(aliases=("db_fpn",))
 class DBFPN(nn.Module):
     """Top-down FPN; every level is smoothed to ``channels // 4``, upsampled to stride 4 and concatenated."""
 
@@ -92,57 +72,53 @@ class DBFPN(nn.Module):
         return self.asf(scales) if self.asf is not None else torch.cat(scales, dim=1)
 
 
-def _upsampling_branch(channels: int, norm: bool = True, deconv_bias: bool = False) -> nn.Sequential:
-    """conv 3x3 -> two stride-2 transposed convs: stride-4 features to a full-resolution one-channel map.
+class DetectionModel(nn.Module):
+    """backbone (strides 4-32) -> neck -> head: the frame every detection family shares.
 
-    PaddleOCR's DB head gives the first transposed conv a bias before its BN (``deconv_bias``); its fused form
-    (PP-OCRv6) has no BN at all (``norm: false``: biases instead, Identity where the BNs were, same keys)."""
-    mid = channels // 4
+    A family subclasses it and declares, as class attributes that the task reads before any model exists:
 
-    def norm_layer() -> nn.Module:
-        return nn.BatchNorm2d(mid) if norm else nn.Identity()
+    - ``default_parts``: the ``backbone`` / ``neck`` / ``head`` specs used where the config names none;
+    - ``family_defaults``: its ``targets``, ``postprocess`` and ``loss`` specs, used where the config names none
+      (``model.targets`` and ``model.postprocess``, configured next to the head, and the top-level ``loss``);
+    - ``inference_outputs``: ``{name: meaning}`` of the maps its post-processor reads: the ONNX outputs, in order.
 
-    return nn.Sequential(nn.Sequential(nn.Conv2d(channels, mid, 3, padding=1, bias=not norm), norm_layer(),
-                                       nn.ReLU(inplace=True)),
-                         nn.ConvTranspose2d(mid, mid, 2, stride=2, bias=deconv_bias or not norm),
-                         norm_layer(), nn.ReLU(inplace=True),
-                         nn.ConvTranspose2d(mid, 1, 2, stride=2))
+    ``forward(images)`` returns every map the loss reads, each [N, C, H, W] at input resolution;
+    ``forward_inference(images)`` the ``inference_outputs`` only (a family may skip branches there). ``targets`` and
+    ``postprocess`` are not the network's: they run in DataLoader workers and on numpy maps, so the task builds
+    them (``network_spec`` leaves them out of the model's arguments).
+    """
 
-
-@HEADS.register("db_head")
-class DBHead(nn.Module):
-    """Probability and threshold maps; ``binary = sigmoid(k (P - T))`` (differentiable binarisation) in training.
-    ``norm`` / ``deconv_bias`` select PaddleOCR's variants (see ``_upsampling_branch``)."""
-
-    config_injected = ("in_channels",)
-
-    def __init__(self, in_channels: int, k: float = 50.0, norm: bool = True, deconv_bias: bool = False) -> None:
-        super().__init__()
-        self.probability = _upsampling_branch(in_channels, norm, deconv_bias)
-        self.threshold = _upsampling_branch(in_channels, norm, deconv_bias)
-        self.k = k
-
-    def forward(self, features: torch.Tensor, with_threshold: bool = True) -> dict[str, torch.Tensor]:
-        prob = torch.sigmoid(self.probability(features))
-        if not with_threshold:
-            return {"prob": prob}
-        thresh = torch.sigmoid(self.threshold(features))
-        return {"prob": prob, "thresh": thresh, "binary": torch.sigmoid(self.k * (prob - thresh))}
-
-
-@MODELS.register("DBNet")
-class DBNet(nn.Module):
-    """``forward(images, with_threshold)``: training and validation need the threshold branch (for the loss);
-    inference and export skip it."""
-
-    config_children: ClassVar[dict[str, str]] = {"backbone": "backbone", "neck": "neck", "head": "head"}
+    # The registry of each child and the arguments this model passes it (checked by config validation).
+    config_children: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
+        "backbone": ("det.backbone", ()), "neck": ("det.neck", ("in_channels",)),
+        "head": ("det.head", ("in_channels",)), "targets": ("det.targets", ()),
+        "postprocess": ("det.postprocess", ())}
+    default_parts: ClassVar[dict[str, dict]]
+    family_defaults: ClassVar[dict[str, dict]]
+    inference_outputs: ClassVar[dict[str, str]]
 
     def __init__(self, backbone: dict[str, Any] | None = None, neck: dict[str, Any] | None = None,
                  head: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.backbone = BACKBONES.build(dict(backbone or {"type": "timm_det"}))
-        self.neck = NECKS.build(dict(neck or {"type": "db_fpn"}), in_channels=self.backbone.out_channels)
-        self.head = HEADS.build(dict(head or {"type": "db_head"}), in_channels=self.neck.out_channels)
+        self.backbone = DET_BACKBONES.build(dict(backbone or self.default_parts["backbone"]))
+        self.neck = DET_NECKS.build(dict(neck or self.default_parts["neck"]), in_channels=self.backbone.out_channels)
+        self.head = DET_HEADS.build(dict(head or self.default_parts["head"]), in_channels=self.neck.out_channels)
 
-    def forward(self, images: torch.Tensor, with_threshold: bool = True) -> dict[str, torch.Tensor]:
-        return self.head(self.neck(self.backbone(images)), with_threshold)
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.backbone(images))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.features(images))
+
+    def forward_inference(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self(images)
+        return {name: outputs[name] for name in self.inference_outputs}
+
+
+# Keys of the model section that configure the family beside the network (built by the task, not the model).
+FAMILY_KEYS = ("targets", "postprocess")
+
+
+def network_spec(model: dict[str, Any]) -> dict[str, Any]:
+    """The model section without the family's ``targets`` / ``postprocess``: the network's constructor arguments."""
+    return {key: value for key, value in model.items() if key not in FAMILY_KEYS}

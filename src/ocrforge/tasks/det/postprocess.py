@@ -5,13 +5,15 @@ numpy/OpenCV/pyclipper only, no torch: it also runs on the pure ONNX Runtime pat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from ...data.converters.det_labels import order_quad
-from .targets import offset_polygon
+from ...data.geometry import offset_polygon, order_quad, polygon_area, polygon_perimeter
+from ...registry import DET_POSTPROCESSORS
 
 
 def _mean_inside(prob_map: np.ndarray, polygon: np.ndarray) -> float:
@@ -26,6 +28,8 @@ def _mean_inside(prob_map: np.ndarray, polygon: np.ndarray) -> float:
     return cv2.mean(prob_map[y0:y1, x0:x1], mask)[0]
 
 
+@DET_POSTPROCESSORS.register()
+@dataclass
 class DBPostProcess:
     """Binarise, find contours, score, unclip.
 
@@ -38,20 +42,23 @@ class DBPostProcess:
     region, which is what the network predicted (slightly slower, fairer to curved text).
     """
 
-    def __init__(self, thresh: float = 0.3, box_thresh: float = 0.6, max_candidates: int = 1000,
-                 unclip_ratio: float = 1.5, min_size: float = 3, box_type: Literal["quad", "poly"] = "quad",
-                 score_mode: Literal["fast", "slow"] = "fast") -> None:
-        if box_type not in ("quad", "poly"):
-            raise ValueError(f"box_type must be 'quad' or 'poly', got {box_type!r}")
-        if score_mode not in ("fast", "slow"):
-            raise ValueError(f"score_mode must be 'fast' or 'slow', got {score_mode!r}")
-        self.thresh = thresh
-        self.box_thresh = box_thresh
-        self.max_candidates = max_candidates
-        self.unclip_ratio = unclip_ratio
-        self.min_size = min_size
-        self.box_type = box_type
-        self.score_mode = score_mode
+    thresh: float = 0.3  # binarisation of the probability map
+    box_thresh: float = 0.6  # minimum mean probability inside a box
+    max_candidates: int = 1000
+    unclip_ratio: float = 1.5
+    min_size: float = 3
+    box_type: Literal["quad", "poly"] = "quad"
+    score_mode: Literal["fast", "slow"] = "fast"
+
+    def __post_init__(self) -> None:
+        if self.box_type not in ("quad", "poly"):
+            raise ValueError(f"box_type must be 'quad' or 'poly', got {self.box_type!r}")
+        if self.score_mode not in ("fast", "slow"):
+            raise ValueError(f"score_mode must be 'fast' or 'slow', got {self.score_mode!r}")
+
+    def decode(self, outputs: Mapping[str, np.ndarray], scale: tuple[float, float] = (1.0, 1.0)) -> list[dict]:
+        """One image's inference outputs (``{"prob": (1, h, w)}``) -> detections (see ``__call__``)."""
+        return self(outputs["prob"][0], scale)
 
     def __call__(self, prob_map: np.ndarray, scale: tuple[float, float] = (1.0, 1.0)) -> list[dict]:
         """Detections of one (h, w) probability map as ``{"points": (N, 2) float32, "score": float}``.
@@ -82,8 +89,7 @@ class DBPostProcess:
 
     def _unclip(self, polygon: np.ndarray) -> list[np.ndarray]:
         """Grow a shrunk region back by D' = A * unclip_ratio / L (the inverse of the training shrink)."""
-        area = abs(cv2.contourArea(polygon.astype(np.float32)))
-        perimeter = cv2.arcLength(polygon.astype(np.float32), closed=True)
+        area, perimeter = polygon_area(polygon), polygon_perimeter(polygon)
         if area <= 0 or perimeter <= 0:
             return []
         return offset_polygon(polygon, area * self.unclip_ratio / perimeter)

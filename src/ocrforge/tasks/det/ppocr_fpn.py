@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...models.pplcnet import SqueezeExcite
-from ...registry import NECKS
+from ...models.layers import SqueezeExcite
+from ...registry import DET_NECKS
 
 
 class _ResidualSE(nn.Module):
@@ -52,7 +52,7 @@ class _PPOCRFPN(nn.Module):
                           for i, x in enumerate(outputs)], dim=1)
 
 
-@NECKS.register("rse_fpn")
+@DET_NECKS.register(aliases=("rse_fpn",))
 class RSEFPN(_PPOCRFPN):
     """Lateral 1x1 convs (no bias) and 3x3 output convs to ``out_channels // 4``, each with a residual SE."""
 
@@ -61,7 +61,7 @@ class RSEFPN(_PPOCRFPN):
                          lambda c: nn.Conv2d(c, c // 4, 3, padding=1, bias=False))
 
 
-@NECKS.register("replk_fpn")
+@DET_NECKS.register(aliases=("replk_fpn",))
 class RepLKFPN(_PPOCRFPN):
     """RSEFPN with large-kernel outputs: a depthwise ``kernel`` x ``kernel`` conv (with bias: its re-parameterised
     branches folded in) then a 1x1 conv to ``out_channels // 4``."""

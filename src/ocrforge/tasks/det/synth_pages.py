@@ -30,7 +30,7 @@ from ...data.synth_text.corpus import TextSampler
 from ...data.synth_text.export import encode_jpeg
 from ...data.synth_text.render import INKS, WordRenderer, luma, random_colours
 from ...errors import DataError
-from ...registry import DATASETS
+from ...registry import DET_DATASETS
 from .synth_layout import (
     MAX_DRAWS,
     Sheet,
@@ -326,7 +326,7 @@ class PageRenderer:
         return SynthPage(WordRenderer.degrade(image, rng), polygons, sheet.texts)
 
 
-@DATASETS.register("SynthPages")
+@DET_DATASETS.register(aliases=("SynthPages",))
 class SynthPagesDataset(Dataset):
     """``num_samples`` synthetic pages with word quads. Items are raw detection samples:
     ``{"image", "polygons", "ignore" (all False), "texts", "path": "synth://pages/<seed>/<index>"}``."""

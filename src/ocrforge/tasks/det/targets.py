@@ -10,33 +10,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
-import pyclipper
 
-# pyclipper works on integers: offsets run on coordinates in 1/16 pixel, and cv2.fillPoly reads the same fixed-point
-# numbers through its ``shift`` argument, so sub-pixel geometry survives both steps.
-FIXED_POINT_SHIFT = 4
-FIXED_POINT_SCALE = 1 << FIXED_POINT_SHIFT
+from ...data.geometry import FIXED_POINT_SCALE, FIXED_POINT_SHIFT, offset_polygon, polygon_area, polygon_perimeter
+from ...registry import DET_TARGETS
+
 # Elements of the (edges, rows, columns) distance temporaries per block: 128 KB of float32 stays in cache and under
 # glibc's mmap threshold (bigger temporaries measured 2-3x slower per element).
 DISTANCE_CHUNK = 1 << 15
 # A coordinate beyond this is garbage (and its fixed-point value would overflow the int32 points of cv2.fillPoly).
 MAX_COORDINATE = 1e6
-
-
-def offset_polygon(polygon: np.ndarray, distance: float) -> list[np.ndarray]:
-    """Grow (``distance`` > 0) or shrink (< 0) a closed polygon by ``distance`` pixels with round joins.
-
-    Returns float32 (M, 2) paths in pixels: usually one; a shrink may split a non-convex polygon into several
-    pieces or make it vanish (empty list).
-    """
-    offset = pyclipper.PyclipperOffset(arc_tolerance=0.25 * FIXED_POINT_SCALE)  # arcs within 1/4 pixel
-    offset.AddPath(np.rint(polygon * FIXED_POINT_SCALE).astype(np.int64).tolist(), pyclipper.JT_ROUND,
-                   pyclipper.ET_CLOSEDPOLYGON)
-    paths = offset.Execute(distance * FIXED_POINT_SCALE)
-    return [np.array(path, dtype=np.float32) * (1.0 / FIXED_POINT_SCALE) for path in paths if len(path) >= 3]
 
 
 def _fill(canvas: np.ndarray, paths: Sequence[np.ndarray], value: float) -> None:
@@ -124,7 +110,7 @@ def make_db_targets(
         if polygon.ndim != 2 or polygon.shape[1] != 2 or len(polygon) < 2 or not np.abs(polygon).max() < MAX_COORDINATE:
             counts["degenerate_polygon"] += 1  # nothing drawable: no pixel to mask
             continue
-        area = abs(cv2.contourArea(polygon))
+        area = polygon_area(polygon)
         if len(polygon) < 3 or area < 1e-3:
             counts["degenerate_polygon"] += 1
             _fill(shrink_mask, [polygon], 0.0)  # collinear points: mask the line the annotator drew
@@ -138,7 +124,7 @@ def make_db_targets(
             counts["dont_care"] += 1
             _fill(shrink_mask, [polygon], 0.0)
             continue
-        distance = area * (1.0 - shrink_ratio**2) / cv2.arcLength(polygon, closed=True)
+        distance = area * (1.0 - shrink_ratio**2) / polygon_perimeter(polygon)
         dilated = offset_polygon(polygon, distance)
         if dilated:
             _fill(threshold_mask, dilated, 1.0)
@@ -162,6 +148,7 @@ def make_db_targets(
             "threshold_mask": threshold_mask}
 
 
+@DET_TARGETS.register()
 @dataclass
 class DBTargets:
     """``make_db_targets`` with its parameters bound, for config wiring and DataLoader workers (picklable)."""
@@ -169,7 +156,13 @@ class DBTargets:
     shrink_ratio: float = 0.4
     thresh_min: float = 0.3
     thresh_max: float = 0.7
-    min_text_size: int = 8
+    min_text_size: int = 8  # polygons whose shorter side is smaller are masked out of the loss
+
+    # The maps as they travel from the workers (the task's collate pads them with 0, "not learnt from"): binary maps
+    # as uint8 and the threshold map as float16, ~3x fewer bytes for a 640x640 batch of 16 than float32 (also
+    # through pinned memory); the loss computes in fp32.
+    maps: ClassVar[dict[str, type]] = {"shrink_map": np.uint8, "shrink_mask": np.uint8,
+                                       "threshold_map": np.float16, "threshold_mask": np.uint8}
 
     def __post_init__(self) -> None:
         if not 0.0 < self.shrink_ratio < 1.0:

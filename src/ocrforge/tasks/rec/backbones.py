@@ -11,14 +11,9 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from ...models.backbones import create_timm_backbone
-from ...registry import BACKBONES
-
-
-def _conv_bn(cin: int, cout: int, kernel: int = 3, stride: int | tuple[int, int] = 1, groups: int = 1,
-             act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), act())
+from ...models.backbones import TimmFeatures
+from ...models.layers import conv_norm_act, squeeze_excite_gate
+from ...registry import REC_BACKBONES
 
 
 class _SequenceBackbone(nn.Module, ABC):
@@ -35,7 +30,7 @@ class _SequenceBackbone(nn.Module, ABC):
         return self.features(images).mean(dim=2)
 
 
-@BACKBONES.register("crnn_vgg")
+@REC_BACKBONES.register(aliases=("crnn_vgg",))
 class CRNNBackbone(_SequenceBackbone):
     """CRNN's VGG-style CNN (Shi et al. 2015): four poolings, the last two only in height. ``width`` scales the
     channels (0.5 trains comfortably on a CPU)."""
@@ -44,11 +39,11 @@ class CRNNBackbone(_SequenceBackbone):
         super().__init__()
         c = [max(8, int(v * width)) for v in (64, 128, 256, 256, 512, 512, 512)]
         self.body = nn.Sequential(
-            _conv_bn(in_channels, c[0]), nn.MaxPool2d(2, 2),
-            _conv_bn(c[0], c[1]), nn.MaxPool2d(2, 2),
-            _conv_bn(c[1], c[2]), _conv_bn(c[2], c[3]), nn.MaxPool2d((2, 1), (2, 1)),
-            _conv_bn(c[3], c[4]), _conv_bn(c[4], c[5]), nn.MaxPool2d((2, 1), (2, 1)),
-            _conv_bn(c[5], c[6]),
+            conv_norm_act(in_channels, c[0]), nn.MaxPool2d(2, 2),
+            conv_norm_act(c[0], c[1]), nn.MaxPool2d(2, 2),
+            conv_norm_act(c[1], c[2]), conv_norm_act(c[2], c[3]), nn.MaxPool2d((2, 1), (2, 1)),
+            conv_norm_act(c[3], c[4]), conv_norm_act(c[4], c[5]), nn.MaxPool2d((2, 1), (2, 1)),
+            conv_norm_act(c[5], c[6]),
         )
         self.out_channels = c[6]
 
@@ -61,10 +56,9 @@ class _DepthwiseSeparable(nn.Module):
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int | tuple[int, int], se: bool) -> None:
         super().__init__()
-        self.dw = _conv_bn(cin, cin, kernel, stride, groups=cin, act=nn.Hardswish)
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cin // 4, 1), nn.ReLU(),
-                                nn.Conv2d(cin // 4, cin, 1), nn.Hardsigmoid()) if se else None
-        self.pw = _conv_bn(cin, cout, 1, act=nn.Hardswish)
+        self.dw = conv_norm_act(cin, cin, kernel, stride, groups=cin, act=nn.Hardswish)
+        self.se = squeeze_excite_gate(cin) if se else None
+        self.pw = conv_norm_act(cin, cout, 1, act=nn.Hardswish)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dw(x)
@@ -83,7 +77,7 @@ _LCNET_REC_BLOCKS = (
 )
 
 
-@BACKBONES.register("lcnet_rec")
+@REC_BACKBONES.register(aliases=("lcnet_rec",))
 class LCNetRecBackbone(_SequenceBackbone):
     """PP-LCNet with recognition strides (the PP-OCR mobile recogniser's backbone): height /32, width /4."""
 
@@ -92,7 +86,7 @@ class LCNetRecBackbone(_SequenceBackbone):
         def ch(v: int) -> int:
             return max(8, int(v * scale + 4) // 8 * 8)
 
-        layers: list[nn.Module] = [_conv_bn(in_channels, ch(16), 3, 2, act=nn.Hardswish)]
+        layers: list[nn.Module] = [conv_norm_act(in_channels, ch(16), 3, 2, act=nn.Hardswish)]
         cin = ch(16)
         for kernel, cout, stride, se in _LCNET_REC_BLOCKS:
             layers.append(_DepthwiseSeparable(cin, ch(cout), kernel, stride, se))
@@ -104,22 +98,16 @@ class LCNetRecBackbone(_SequenceBackbone):
         return self.body(images)
 
 
-@BACKBONES.register("timm_rec")
-class TimmRecBackbone(_SequenceBackbone):
+@REC_BACKBONES.register(aliases=("timm_rec",))
+class TimmRecBackbone(TimmFeatures):
     """Any timm CNN through ``features_only``, taking the stage whose width stride is 4 or 8 and pooling height:
     general-purpose backbones downsample width as much as height, so only early stages keep enough frames."""
 
     def __init__(self, name: str = "resnet18", pretrained: bool = False, pretrained_path: str | None = None,
                  width_stride: int = 8) -> None:
-        super().__init__()
-        probe = create_timm_backbone(name, False, features_only=True)
-        reductions = probe.feature_info.reduction()
-        if width_stride not in reductions:
-            raise ValueError(f"timm model '{name}' has feature strides {reductions}; width_stride must be one of them")
-        index = reductions.index(width_stride)
-        self.body = create_timm_backbone(name, pretrained, pretrained_path, features_only=True, out_indices=(index,))
-        self.out_channels = self.body.feature_info.channels()[0]
+        super().__init__(name, [width_stride], pretrained, pretrained_path)
+        self.out_channels = self.channels[0]
         self.width_stride = width_stride
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images)[0]
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return super().forward(images)[0].mean(dim=2)  # as every sequence backbone: height averaged away

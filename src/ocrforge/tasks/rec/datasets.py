@@ -16,16 +16,19 @@ from ...data.rec_labels import read_rec_labels
 from ...data.skips import LineOrigins
 from ...data.synth_text import SynthWordsDataset
 from ...errors import DataError
-from ...registry import DATASETS
+from ...registry import REC_DATASETS
 
 
-@DATASETS.register("RecLabelFile")
+@REC_DATASETS.register(aliases=("RecLabelFile",))
 class RecLabelFileDataset(Dataset):
     """``path<TAB>text`` files; ``ratios`` samples each file (PaddleOCR's ``ratio_list``), paths relative to
-    ``data_root`` (default: each file's folder). Images are read from disk per sample, never held in memory."""
+    ``data_root`` (default: each file's folder). Images are read from disk per sample, never held in memory.
+    ``decode_height``: JPEGs at least twice this tall are decoded at 1/2, 1/4 or 1/8 size, staying at least this
+    tall (set it to the model's input height when stored crops are much larger)."""
 
     def __init__(self, label_files: list[str], data_root: str | None = None, ratios: list[float] | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, decode_height: int | None = None) -> None:
+        self.decode_height = decode_height
         self.origins = LineOrigins()  # label file and line of each sample, for listing the unloadable ones
         self.samples, skips = read_rec_labels(label_files, data_root, ratios, seed=seed, origins=self.origins)
         self.skipped_at_init: Counter = skips
@@ -40,18 +43,19 @@ class RecLabelFileDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
-        return {"image": read_image(path), "label": label, "path": path}
+        return {"image": read_image(path, self.decode_height), "label": label, "path": path}
 
     def sample_info(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
         return {"path": path, "gt": label, **self.origins(index)}
 
 
-@DATASETS.register("RecLMDB")
+@REC_DATASETS.register(aliases=("RecLMDB",))
 class RecLmdbDataset(Dataset):
-    """One or more LMDB folders in the standard layout, concatenated."""
+    """One or more LMDB folders in the standard layout, concatenated; ``decode_height`` as for label files."""
 
-    def __init__(self, roots: list[str]) -> None:
+    def __init__(self, roots: list[str], decode_height: int | None = None) -> None:
+        self.decode_height = decode_height
         if not roots:
             raise DataError("RecLMDB needs at least one folder in 'roots'")
         self.readers = [LmdbReader(root) for root in roots]
@@ -76,7 +80,7 @@ class RecLmdbDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         reader, local = self._locate(index)
-        image, label = reader.get(local)
+        image, label = reader.get(local, self.decode_height)
         return {"image": image, "label": label, "path": f"lmdb://{reader.path}#{local + 1}"}
 
     def sample_info(self, index: int) -> dict[str, Any]:
@@ -88,7 +92,7 @@ class RecLmdbDataset(Dataset):
         return {"path": f"lmdb://{reader.path}#{local + 1}", "gt": label}
 
 
-@DATASETS.register("SynthWords")
+@REC_DATASETS.register(aliases=("SynthWords",))
 class SynthWordsSource(SynthWordsDataset):
     """Built-in synthetic words and short lines (realistic text, bundled OFL fonts, photographic effects),
     restricted to the task's dictionary; deterministic per (seed, index)."""

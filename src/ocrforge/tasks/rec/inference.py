@@ -1,8 +1,12 @@
-"""Recognition pre- and post-processing in numpy + OpenCV only, shared by the PyTorch and ONNX Runtime paths."""
+"""Recognition pre- and post-processing in numpy + OpenCV only, shared by the PyTorch and ONNX Runtime paths.
+
+Decoders are found by name (``DECODERS``): a head declares its ``decoder_name``, the ONNX metadata records it as
+``decoder``, and ``decode_outputs`` looks it up, so neither path asks which head made the outputs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -127,20 +131,48 @@ def attention_greedy(probs: np.ndarray, tokens: Sequence[str]) -> list[dict]:
     return results
 
 
-def decode_outputs(outputs: dict[str, np.ndarray], meta: dict, sizes: Sequence[tuple[int, int]] | None = None
-                   ) -> list[dict]:
-    """Softmaxed outputs (applied in the graph) -> text, word score, per-character scores (``sizes``, the original
-    crop sizes, are not needed): ``attn_probs`` [N, steps, C + 2] of an attention decoder, else CTC ``probs``
-    [N, T, C].
+# A decoder: the export outputs (by name) and the model's metadata (``tokens``, ``beam_width`` …) -> one
+# ``{"text", "score", "char_scores"}`` per row.
+Decoder = Callable[[dict[str, np.ndarray], dict], list[dict]]
+DECODERS: dict[str, Decoder] = {}
 
-    ``meta['beam_width']`` > 1 switches CTC to prefix beam search (its score is the kept beams' share, not a path
-    product)."""
+
+def register_decoder(name: str) -> Callable[[Decoder], Decoder]:
+    """Make a decoder known by the ``decoder_name`` that heads declare (a plugin head may bring its own)."""
+    def decorator(decoder: Decoder) -> Decoder:
+        if DECODERS.get(name, decoder) is not decoder:
+            raise KeyError(f"a recognition decoder named '{name}' is registered already ({DECODERS[name]!r})")
+        DECODERS[name] = decoder
+        return decoder
+
+    return decorator
+
+
+@register_decoder("ctc")
+def decode_ctc(outputs: dict[str, np.ndarray], meta: dict) -> list[dict]:
+    """CTC ``probs`` [N, T, C]: best path, or prefix beam search when ``meta['beam_width']`` > 1 (its score is the
+    kept beams' share, not a path product)."""
     beam_width = int(meta.get("beam_width") or 0)
-    if "attn_probs" in outputs:
-        if beam_width > 1:
-            raise ConfigError("beam search decodes CTC recognisers only; this model has an attention decoder "
-                              "(greedy)")
-        return attention_greedy(outputs["attn_probs"], meta["tokens"])
     if beam_width > 1:
         return ctc_beam_search(outputs["probs"], meta["tokens"], beam_width)
     return ctc_greedy(outputs["probs"], meta["tokens"])
+
+
+@register_decoder("attention")
+def decode_attention(outputs: dict[str, np.ndarray], meta: dict) -> list[dict]:
+    """An attention decoder's ``attn_probs`` [N, steps, C + 2], greedy."""
+    if int(meta.get("beam_width") or 0) > 1:
+        raise ConfigError("beam search decodes CTC recognisers only; this model has an attention decoder (greedy)")
+    return attention_greedy(outputs["attn_probs"], meta["tokens"])
+
+
+def decode_outputs(outputs: dict[str, np.ndarray], meta: dict, sizes: Sequence[tuple[int, int]] | None = None
+                   ) -> list[dict]:
+    """Softmaxed outputs (applied in the graph) -> text, word score, per-character scores, by the decoder that
+    ``meta['decoder']`` names (``sizes``, the original crop sizes, are not needed)."""
+    # Models exported before attention decoders existed record no decoder: they are all CTC.
+    name = meta.get("decoder", "ctc")
+    if name not in DECODERS:
+        raise ConfigError(f"no recognition decoder '{name}' (known: {', '.join(sorted(DECODERS))}); import the "
+                          f"module that registers it (register_decoder)")
+    return DECODERS[name](outputs, meta)

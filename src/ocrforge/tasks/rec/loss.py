@@ -1,42 +1,38 @@
-"""Recognition loss: CTC (in fp32, ``zero_infinity``) plus cross entropy for an attention head when present."""
+"""Recognition loss: the weighted sum of the heads' own loss terms (``RecHead.loss``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ...registry import LOSSES
+from ...registry import REC_LOSSES
+from .heads import RecHead
 
 
-@LOSSES.register("rec")
+@REC_LOSSES.register(aliases=("rec",))
 class RecognitionLoss(nn.Module):
-    """``ctc_weight`` × CTC on ``logits`` + ``attention_weight`` × CE on ``attn_logits`` (whichever the model gave).
+    """Each head's term (the main head's, and an ``aux_head``'s while it runs, in training), weighted.
 
-    CTC runs outside autocast: its log-space sums lose too much in bf16/fp16. Labels that cannot fit the output
-    sequence never reach it (the dataset skips and counts them), so ``zero_infinity`` only guards the rest.
+    ``weights`` maps a head's ``loss_name`` to its weight (1.0 when absent); ``ctc_weight`` and
+    ``attention_weight`` are the weights of the terms named ``ctc`` and ``attention`` (CTCHead's, AttentionHead's),
+    kept as keys of their own for the configs that set them. ``label_smoothing`` goes to the cross-entropy terms.
     """
 
-    def __init__(self, ctc_weight: float = 1.0, attention_weight: float = 1.0, label_smoothing: float = 0.0) -> None:
+    config_injected = ("heads",)
+
+    def __init__(self, heads: Sequence[type[RecHead]], ctc_weight: float = 1.0, attention_weight: float = 1.0,
+                 label_smoothing: float = 0.0, weights: dict[str, float] | None = None) -> None:
         super().__init__()
-        self.ctc_weight, self.attention_weight, self.label_smoothing = ctc_weight, attention_weight, label_smoothing
+        self.heads, self.label_smoothing = tuple(heads), label_smoothing
+        self.weights = {"ctc": ctc_weight, "attention": attention_weight, **(weights or {})}
 
     def forward(self, outputs: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-        targets = batch["targets"]
         losses: dict[str, torch.Tensor] = {}
-        if "logits" in outputs:
-            with torch.autocast(outputs["logits"].device.type, enabled=False):
-                log_probs = outputs["logits"].float().log_softmax(-1).transpose(0, 1)  # [T, B, C]
-                frames = torch.full((log_probs.shape[1],), log_probs.shape[0], dtype=torch.long,
-                                    device=log_probs.device)
-                losses["ctc"] = F.ctc_loss(log_probs, targets["ids"], frames, targets["lengths"], blank=0,
-                                           reduction="mean", zero_infinity=True)
-        if "attn_logits" in outputs:
-            logits, tokens = outputs["attn_logits"], targets["tokens"]
-            steps = min(logits.shape[1], tokens.shape[1])
-            losses["attention"] = F.cross_entropy(logits[:, :steps].float().flatten(0, 1),
-                                                  tokens[:, :steps].flatten(), ignore_index=-100,
-                                                  label_smoothing=self.label_smoothing)
-        losses["loss"] = (self.ctc_weight * losses.get("ctc", 0.0)
-                          + self.attention_weight * losses.get("attention", 0.0))
+        for head in self.heads:
+            term = head.loss(outputs, batch["targets"], label_smoothing=self.label_smoothing)
+            if term is not None:
+                losses[head.loss_name] = term
+        losses["loss"] = sum(self.weights.get(name, 1.0) * term for name, term in losses.items())
         return losses

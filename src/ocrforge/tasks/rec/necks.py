@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ...registry import NECKS
+from ...models.layers import SelfAttention, conv_norm_act
+from ...registry import REC_NECKS
 
 
-@NECKS.register("bilstm")
+@REC_NECKS.register(aliases=("bilstm",))
 class BiLSTMNeck(nn.Module):
     """CRNN's two bidirectional LSTM layers."""
 
@@ -25,30 +25,14 @@ class BiLSTMNeck(nn.Module):
         return self.lstm(features.transpose(1, 2))[0]
 
 
-class _SelfAttention(nn.Module):
-    """Multi-head self-attention written out (not nn.MultiheadAttention): its export keeps the sequence length
-    dynamic, which a recogniser over variable-width crops needs."""
-
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(out.transpose(1, 2).flatten(2))
-
-
 class _MixingBlock(nn.Module):
     """Local mixing (depthwise conv over neighbouring frames) then global mixing (self-attention), as in SVTR."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
-        self.local = nn.Sequential(nn.Conv1d(dim, dim, 3, padding=1, groups=dim), nn.BatchNorm1d(dim), nn.GELU())
+        self.local = conv_norm_act(dim, dim, 3, groups=dim, act=nn.GELU, bias=True, dims=1)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = _SelfAttention(dim, heads, dropout)
+        self.attn = SelfAttention(dim, heads, dropout)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
 
@@ -58,7 +42,7 @@ class _MixingBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-@NECKS.register("svtr")
+@REC_NECKS.register(aliases=("svtr",))
 class SVTRNeck(nn.Module):
     """The PP-OCR mobile recogniser's neck: project, a few local+global mixing blocks, project back with a
     shortcut to the CNN features (the shortcut keeps the CNN's local evidence when attention smears it)."""
@@ -80,7 +64,7 @@ class SVTRNeck(nn.Module):
         return self.proj_out(torch.cat([mixed, seq], dim=-1))
 
 
-@NECKS.register("identity")
+@REC_NECKS.register(aliases=("identity",))
 class IdentityNeck(nn.Module):
     config_injected = ("in_channels",)
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...registry import NECKS
-from .necks import _SelfAttention
+from ...models.layers import SelfAttention, conv_norm_act
+from ...registry import REC_NECKS
 
 
 def _conv_bn_swish(cin: int, cout: int, kernel: tuple[int, int] = (1, 1), groups: int = 1) -> nn.Sequential:
-    padding = (kernel[0] // 2, kernel[1] // 2)
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=padding, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.SiLU())
+    return conv_norm_act(cin, cout, kernel, groups=groups, act=nn.SiLU)
 
 
 class _MLP(nn.Module):
@@ -37,7 +35,7 @@ class SVTRBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
-        self.attn = _SelfAttention(dim, heads, dropout)
+        self.attn = SelfAttention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
         self.mlp = _MLP(dim, int(dim * mlp_ratio), dropout)
 
@@ -51,7 +49,7 @@ def _to_frames(x: torch.Tensor) -> torch.Tensor:
     return x.squeeze(2).transpose(1, 2)
 
 
-@NECKS.register("ppocr_svtr")
+@REC_NECKS.register(aliases=("ppocr_svtr",))
 class PPOCRSVTRNeck(nn.Module):
     """Reduce (conv 1x3 C -> C/8, 1x1 -> hidden), ``depth`` SVTR blocks, LayerNorm, 1x1 back to C, concat with the
     neck's input, conv 1x3 2C -> C/8, 1x1 -> ``dims``."""
@@ -83,7 +81,7 @@ class PPOCRSVTRNeck(nn.Module):
         return _to_frames(self.conv1x1(self.conv4(z)))
 
 
-@NECKS.register("ppocr_light_svtr")
+@REC_NECKS.register(aliases=("ppocr_light_svtr",))
 class PPOCRLightSVTRNeck(nn.Module):
     """PP-OCRv6 small's neck: a 1x1 skip (C -> dims), a 1x1 reduce (C -> dims) primed by a depthwise 1xk conv added
     back, ``depth`` SVTR blocks, LayerNorm, plus the skip."""

@@ -13,16 +13,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from ..builtins import register_builtins
-from ..config import import_recorded_plugins, to_yaml
+from ..config import to_yaml
 from ..data.collate import SKIPPED_ITEMS_KEY
-from ..engine.checkpoint import load_weights_report, model_state, read_checkpoint
 from ..engine.data import TaskDataModule
+from ..engine.loading import module_from_checkpoint
 from ..engine.module import TaskModule
 from ..engine.rundir import environment_info, new_run_dir, write_json
 from ..engine.trainer import resolve_precision
-from ..errors import CheckpointError, ConfigError
-from ..registry import TASKS
+from ..errors import ConfigError
 
 
 class UnevaluatedSamples(L.Callback):
@@ -55,39 +53,6 @@ class UnevaluatedSamples(L.Callback):
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: dict,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         self._count(trainer, pl_module.test_metric, batch, "test")
-
-
-def module_from_checkpoint(ckpt_path: str | Path, cfg: DictConfig | None = None,
-                           use_ema: bool = True) -> tuple[TaskModule, dict]:
-    """A TaskModule with the checkpoint's weights; its config is the checkpoint's unless ``cfg`` is given.
-
-    Values the training run derived (class names …) are taken from the checkpoint when ``cfg`` leaves them empty,
-    so evaluation on a subset never re-numbers the classes. A PP-OCR model name (``ppocrv5-mobile-rec`` …) stands
-    for its imported checkpoint.
-    """
-    from ..pretrained.ppocr import resolve_checkpoint
-
-    checkpoint = read_checkpoint(resolve_checkpoint(ckpt_path))
-    stored = (checkpoint.get("hyper_parameters") or {}).get("config")
-    if cfg is None:
-        if stored is None:
-            raise CheckpointError(f"{ckpt_path} holds no ocrforge config; pass the config file as well")
-        config = stored
-        import_recorded_plugins(config, ckpt_path)  # a plugin model: its classes must be registered first
-    else:
-        config = OmegaConf.to_container(cfg)
-        if stored is not None and stored.get("task") != config.get("task"):
-            raise CheckpointError(f"{ckpt_path} is a '{stored.get('task')}' checkpoint; the config is for "
-                                  f"'{config.get('task')}'")
-        if stored is not None:
-            register_builtins()
-            TASKS.get(config["task"]).adopt_from_checkpoint(config, stored)
-    module = TaskModule(config, pretrained=False)  # the checkpoint's weights, not model.pretrained's
-    report = load_weights_report(module.model, model_state(checkpoint, use_ema))
-    problems = {k: v for k, v in report.items() if k != "loaded" and v}
-    if problems:
-        raise CheckpointError(f"{ckpt_path} does not fit this model: {problems}")
-    return module, checkpoint
 
 
 def _devices(devices: Any, cfg: DictConfig) -> Any:

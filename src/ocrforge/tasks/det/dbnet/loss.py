@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...registry import LOSSES
+from ....registry import DET_LOSSES
 
 EPS = 1e-6
 
@@ -37,7 +37,7 @@ def masked_l1(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch
     return ((pred - gt).abs() * mask).sum() / (mask.sum() + EPS)
 
 
-@LOSSES.register("db")
+@DET_LOSSES.register(aliases=("db",))
 class DBLoss(nn.Module):
     """``prob_weight`` × BCE-OHEM(prob) + ``binary_weight`` × dice(binary) + ``thresh_weight`` × L1(thresh).
     Defaults follow DBNet (and MMOCR / PaddleOCR): 5, 1, 10 with 3 negatives per positive."""

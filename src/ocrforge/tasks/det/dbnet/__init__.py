@@ -1,0 +1,1 @@
+"""The DBNet family (differentiable binarisation): head and model, targets, loss, post-processing."""
