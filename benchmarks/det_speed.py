@@ -23,8 +23,8 @@ from ocrforge.data.converters.det_labels import read_icdar2015_dataset
 from ocrforge.data.images import read_image
 from ocrforge.engine.loading import module_from_checkpoint
 from ocrforge.engine.module import TaskModule
-from ocrforge.tasks.det.inference import polygons_from_prob, prepare, resized_shape
-from ocrforge.tasks.det.targets import make_db_targets
+from ocrforge.tasks.det.dbnet.targets import make_db_targets
+from ocrforge.tasks.det.inference import build_postprocess, detect_image, prepare, resized_shape
 
 
 def forward_images_per_second(model: torch.nn.Module, shape: tuple[int, int], batch: int, device: str,
@@ -32,12 +32,12 @@ def forward_images_per_second(model: torch.nn.Module, shape: tuple[int, int], ba
     images = torch.randn(batch, 3, *shape, device=device)
     with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
         for _ in range(3):
-            model(images, with_threshold=False)
+            model.forward_inference(images)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(repeats):
-            model(images, with_threshold=False)
+            model.forward_inference(images)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
     return batch * repeats / (time.perf_counter() - start)
@@ -65,6 +65,7 @@ def main() -> None:
     forward = {f"{'bf16' if bf16 else 'fp32'}_batch{batch}": round(forward_images_per_second(
         model, shape, batch, args.device, bf16), 1) for bf16 in (False, True) for batch in (1, 8)}
 
+    postprocess = build_postprocess(meta["postprocess"])
     prepare_ms, post_ms, regions = [], [], []
     for sample in samples:
         image = read_image(sample.image)
@@ -75,7 +76,7 @@ def main() -> None:
         scale = np.float32([w / image.shape[1], h / image.shape[0]])
         maps = make_db_targets([r.points * scale for r in sample.regions], [r.ignore for r in sample.regions], h, w)
         start = time.perf_counter()
-        found = polygons_from_prob(maps["shrink_map"], image.shape[:2], meta)
+        found = detect_image({"prob": maps["shrink_map"][None]}, image.shape[:2], meta, postprocess)
         post_ms.append(1000 * (time.perf_counter() - start))
         regions.append(len(found))
 

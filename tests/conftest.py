@@ -62,3 +62,14 @@ def assert_same_training_state(expected: dict, got: dict, label: str = "") -> No
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> Path:
     return tiny_cls_config(tmp_path)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: a second intra-op thread costs more than it saves on a shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

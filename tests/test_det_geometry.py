@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import shapely
 
-from ocrforge.tasks.det.postprocess import DBPostProcess
-from ocrforge.tasks.det.targets import DBTargets, make_db_targets
+from ocrforge.tasks.det.dbnet.postprocess import DBPostProcess
+from ocrforge.tasks.det.dbnet.targets import DBTargets, make_db_targets
 
 R = 0.4  # shrink ratio
 T_MIN, T_MAX = 0.3, 0.7

@@ -17,9 +17,11 @@ from omegaconf import OmegaConf
 from ocrforge.cli import main
 from ocrforge.config import load_config
 from ocrforge.engine.module import build_task
+from ocrforge.errors import ConfigError
 from ocrforge.export.onnx_export import export_onnx
 from ocrforge.runners.predict import infer, load_backend, predict
 from ocrforge.tasks.det import inference as det_inference
+from ocrforge.tasks.det.psenet.loss import PSELoss, ohem_mask
 from ocrforge.tasks.det.psenet.postprocess import PSEPostProcess, expand_labels
 from ocrforge.tasks.det.psenet.targets import PSETargets
 from ocrforge.tasks.det.synth_pages import SynthPagesDataset
@@ -127,6 +129,27 @@ def test_filters_small_and_unsure_regions():
         PSEPostProcess(box_type="circle")
 
 
+# ------------------------------------------------------------------------------------------------------ loss
+def test_ohem_keeps_every_positive_and_three_times_as_many_hardest_negatives():
+    gt = torch.zeros(1, 4, 8)
+    gt[0, 0, :2] = 1  # 2 positives
+    score = torch.linspace(0, 1, 32).reshape(1, 4, 8)
+    mask = torch.ones(1, 4, 8)
+    mask[0, 3, 7] = 0  # the highest score: not learnt from
+    selected = ohem_mask(score, gt, mask, negative_ratio=3.0)
+    assert selected.sum() == 2 + 6 and selected[0, 0, :2].all() and selected[0, 3, 7] == 0
+    assert selected[0, 3, 1:7].all()  # the 6 highest-scoring negatives inside the mask
+    empty = ohem_mask(score, torch.zeros_like(gt), mask, 3.0)
+    assert torch.equal(empty, mask)  # no positive: the whole mask
+
+
+def test_head_and_targets_must_agree_on_the_kernel_count():
+    batch = {"targets": {"kernel_maps": torch.zeros(1, 4, 8, 8, dtype=torch.uint8),
+                         "training_mask": torch.ones(1, 8, 8, dtype=torch.uint8)}}
+    with pytest.raises(ConfigError, match="kernel_num"):
+        PSELoss()({"kernels": torch.rand(1, 3, 8, 8)}, batch)
+
+
 # --------------------------------------------------------------------------------------------- training, export
 def test_tiny_model_learns_on_cpu(tmp_path: Path):
     cfg = load_config(psenet_config(tmp_path))
@@ -165,15 +188,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _calibrated(ckpt: Path, image: np.ndarray, out: Path) -> Path:
-    """The checkpoint with each map's bias shifted so that its 85th percentile on ``image`` is probability 0.5:
-    barely trained maps sit at different levels (text ~0.5, smallest kernel ~0.38), so one threshold would find
-    no seed inside the text; calibrated, it finds regions to compare."""
+    """The checkpoint with its kernels made nested level sets of its text map, as a trained PSENet's are: a few
+    steps leave the maps unrelated (even anti-correlated), so seeds would fall outside the text. Map c becomes the
+    text map shifted so that it is 0.5 at the text logits' (85 + 5c)th percentile on ``image``."""
     run, meta = load_backend(ckpt)
-    kernels = run(det_inference.prepare(image, meta)[None])["kernels"][0].astype(np.float64)
-    logits = np.log(kernels / (1 - kernels)).reshape(len(kernels), -1)
+    text = run(det_inference.prepare(image, meta)[None])["kernels"][0, 0].astype(np.float64)
+    levels = np.quantile(np.log(text / (1 - text)), [0.85, 0.9, 0.95])
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    bias = checkpoint["state_dict"]["model.head.classify.bias"]
-    bias -= torch.from_numpy(np.quantile(logits, 0.85, axis=1)).to(bias.dtype)
+    state = checkpoint["state_dict"]
+    weight, bias = state["model.head.classify.weight"], state["model.head.classify.bias"]
+    state["model.head.classify.weight"] = weight[:1].expand_as(weight).clone()
+    state["model.head.classify.bias"] = bias[0] - torch.from_numpy(levels).to(bias.dtype)
     torch.save(checkpoint, out)
     return out
 

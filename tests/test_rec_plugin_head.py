@@ -60,16 +60,16 @@ class MLPCTCHead(RecHead):
 
 
 def plugin_config(tmp_path: Path) -> Path:
-    words = {"type": "SynthWords", "num_samples": 16, "seed": 0, "max_len": 8, "batch_size": 8, "num_workers": 0}
+    words = {"type": "SynthWordsSource", "num_samples": 16, "seed": 0, "max_len": 8, "batch_size": 8, "num_workers": 0}
     cfg = {
         "task": "rec", "project": "tests", "exp_name": "plugin", "work_dir": str(tmp_path / "work_dirs"),
-        "model": {"type": "Recognizer", "backbone": {"type": "crnn_vgg", "width": 0.125},
-                  "neck": {"type": "bilstm", "hidden": 16}, "head": {"type": "MLPCTCHead", "hidden": 24}},
+        "model": {"type": "Recognizer", "backbone": {"type": "CRNNBackbone", "width": 0.125},
+                  "neck": {"type": "BiLSTMNeck", "hidden": 16}, "head": {"type": "MLPCTCHead", "hidden": 24}},
         "loss": {"type": "RecognitionLoss", "weights": {"mlp_ctc": 0.5}},
         "data": {"image_size": [32, 96], "max_text_length": 10,
                  "charset": {"dict": "printable", "use_space_char": True, "oov": "skip"},
                  "train": words, "val": words},
-        "optimizer": {"type": "adamw", "lr": 0.003},
+        "optimizer": {"type": "AdamW", "lr": 0.003},
         "train": {"max_epochs": 1, "max_steps": 2, "progress_bar": False, "log_every_n_steps": 1},
     }
     return write_config(tmp_path / "plugin.yaml", cfg, {})

@@ -8,6 +8,7 @@ a JPEG decode per sample instead of a render.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections import Counter
@@ -76,7 +77,9 @@ def _rendered(dataset: SynthWordsDataset, dataset_args: dict[str, Any], quality:
             stats.update(counts)
             yield from words
         return
-    with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(dataset_args,)) as pool:
+    # Spawned, not forked: a fork of a process with threads (torch's, a DataLoader's) can deadlock in the child.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                             initargs=(dataset_args,)) as pool:
         pending: list[Future] = []
         for chunk in chunks:
             pending.append(pool.submit(_render_in_worker, *chunk, quality))

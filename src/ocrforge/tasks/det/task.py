@@ -21,7 +21,7 @@ from .augment import DetAugmentConfig
 from .export import DetExport
 from .inference import detect_image, resized_shape
 from .metric import DetectionMetric, evaluate_image
-from .model import FAMILY_KEYS, network_spec
+from .model import network_spec
 from .samples import DetSamples, collate_det
 from .schema import DetDataSchema
 from .visualize import save_detection_pictures
@@ -54,20 +54,22 @@ class DetectionTask(Task):
             raise ConfigError(f"model.type {cfg.model.type}: a detection model declares its family_defaults, "
                               f"inference_outputs and forward_inference (subclass "
                               f"ocrforge.tasks.det.model.DetectionModel)")
-        self._move_legacy_family_keys()
-        self.targets = _build(DET_TARGETS, self.family_spec("targets"), "model.targets")
-        self.postprocess = _build(DET_POSTPROCESSORS, self.family_spec("postprocess"), "model.postprocess")
+        self.targets = self._family_member(DET_TARGETS, "targets")
+        self.postprocess = self._family_member(DET_POSTPROCESSORS, "postprocess")
 
-    def _move_legacy_family_keys(self) -> None:
-        """``data.targets`` / ``data.postprocess`` (the arguments' place before they moved next to the head) merge
-        into ``model.targets`` / ``model.postprocess``, on the family's default type where the model names none;
-        the effective config, and so every new checkpoint, then has them in their new place."""
-        for key in FAMILY_KEYS:
-            legacy = self.cfg.data.get(key)
-            if legacy:
-                spec = self.family_spec(key)
-                self.cfg.model[key] = {**spec, **OmegaConf.to_container(legacy)}
-                self.cfg.data[key] = None
+    def _family_member(self, registry: Registry, key: str) -> Any:
+        """``model.targets`` / ``model.postprocess`` built. ``data.targets`` / ``data.postprocess`` (their place
+        before they moved next to the head, without a type) merge into them, on the family's default type where
+        the model names none; the effective config, and so every new checkpoint, has them in the new place."""
+        spec, where = self.family_spec(key), f"model.{key}"
+        legacy = self.cfg.data.get(key)
+        if legacy:
+            spec, where = {**spec, **OmegaConf.to_container(legacy)}, f"data.{key} (now model.{key})"
+            self.cfg.model[key], self.cfg.data[key] = spec, None
+        try:
+            return registry.build(spec)
+        except ValueError as exc:  # a value the constructor rejects (ConfigError too: arguments that do not fit)
+            raise ConfigError(f"{where}: {exc}") from None
 
     def family_spec(self, key: str) -> dict[str, Any]:
         """``model.targets``, ``model.postprocess`` or ``loss`` as configured, else the model family's default."""
@@ -156,13 +158,6 @@ class DetectionTask(Task):
                 # post-processors are dataclasses of their arguments: defaults included
                 "postprocess": {"type": DET_POSTPROCESSORS.canonical(spec["type"]),
                                 **dataclasses.asdict(self.postprocess)}}
-
-
-def _build(registry: Registry, spec: dict[str, Any], where: str) -> Any:
-    try:
-        return registry.build(spec)
-    except ValueError as exc:  # a value the constructor rejects (ConfigError too: arguments that do not fit)
-        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _rounded(points: np.ndarray) -> list:

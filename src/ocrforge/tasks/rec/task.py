@@ -57,12 +57,10 @@ class RecognitionTask(Task):
     def adopt_from_checkpoint(cls, config: dict, stored: dict) -> None:
         return None  # the charset is part of the config; a different one is a fine-tune (see remap_state)
 
-    def head_class(self, key: str = "head") -> type[RecHead] | None:
-        """The registered class of ``model.<key>`` (``head`` or ``aux_head``; None where no aux_head is set); what
-        it declares decides decoding, loss terms, export outputs and label checks."""
-        spec = self.cfg.model.get(key) or (DEFAULT_HEAD if key == "head" else None)
-        if spec is None:
-            return None
+    def head_class(self, key: str = "head") -> type[RecHead]:
+        """The registered class of ``model.<key>`` (``head``, or ``aux_head`` where one is set): what it declares
+        decides decoding, loss terms, export outputs and label checks."""
+        spec = self.cfg.model.get(key) or DEFAULT_HEAD
         head = REC_HEADS.get(spec["type"])
         if not (isinstance(head, type) and issubclass(head, RecHead)):
             raise ConfigError(f"model.{key}.type: '{spec['type']}' is not a recognition head (a subclass of "
@@ -124,7 +122,7 @@ class RecognitionTask(Task):
     def build_loss(self) -> nn.Module:
         spec = OmegaConf.to_container(self.cfg.loss) if self.cfg.get("loss") else {"type": "RecognitionLoss"}
         # The heads whose terms the loss sums, for a loss that declares it takes them (a plugin loss need not).
-        heads = [h for h in (self.head_class(), self.head_class("aux_head")) if h is not None]
+        heads = [self.head_class(key) for key in ("head", "aux_head") if key == "head" or self.cfg.model.get(key)]
         wanted = getattr(REC_LOSSES.get(spec["type"]), "config_injected", ())
         return REC_LOSSES.build(spec, **({"heads": heads} if "heads" in wanted else {}))
 

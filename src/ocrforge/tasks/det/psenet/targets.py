@@ -10,13 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-import cv2
 import numpy as np
 
-from ....data.geometry import offset_polygon
+from ....data.geometry import offset_polygon, polygon_perimeter
 from ....registry import DET_TARGETS
-from ..regions import learnable_regions, thickness
-from ..targets import _fill
+from ..regions import fill_polygons, learnable_regions, thickness
 
 
 @DET_TARGETS.register()
@@ -55,15 +53,15 @@ class PSETargets:
         for region in learnable_regions(polygons, ignore, height, width, counts, training_mask):
             if thickness(region) < self.min_text_size:
                 counts["too_small"] += 1
-                _fill(training_mask, [region.polygon], 0.0)
+                fill_polygons(training_mask, [region.polygon], 0.0)
                 continue
-            perimeter = cv2.arcLength(region.polygon, closed=True)
+            perimeter = polygon_perimeter(region.polygon)
             kernels = [offset_polygon(region.polygon, -region.area * (1.0 - r**2) / perimeter) if r < 1.0
                        else [region.polygon] for r in self.ratios()]
             if not kernels[-1]:
                 counts["shrink_failed"] += 1
-                _fill(training_mask, [region.polygon], 0.0)
+                fill_polygons(training_mask, [region.polygon], 0.0)
                 continue
             for kernel_map, paths in zip(kernel_maps, kernels, strict=True):
-                _fill(kernel_map, paths, 1.0)
+                fill_polygons(kernel_map, paths, 1.0)
         return {"kernel_maps": kernel_maps, "training_mask": training_mask}

@@ -12,8 +12,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from ...data.geometry import offset_polygon, order_quad, polygon_area, polygon_perimeter
-from ...registry import DET_POSTPROCESSORS
+from ....data.geometry import offset_polygon, order_quad, polygon_area, polygon_perimeter
+from ....registry import DET_POSTPROCESSORS
 
 
 def _mean_inside(prob_map: np.ndarray, polygon: np.ndarray) -> float:

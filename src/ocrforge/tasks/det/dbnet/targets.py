@@ -1,8 +1,7 @@
 """DBNet training targets: shrink map/mask and threshold map/mask, computed per sample in DataLoader workers.
 
-numpy/OpenCV/pyclipper only, no torch: post-processing shares ``offset_polygon`` and also runs on the ONNX Runtime path.
-Pixel coordinates follow OpenCV: pixel (x, y) is the point (x, y), so a polygon edge on integer coordinates passes
-through pixel centres.
+numpy/OpenCV/pyclipper only, no torch. Pixel coordinates follow OpenCV: pixel (x, y) is the point (x, y), so a
+polygon edge on integer coordinates passes through pixel centres.
 """
 
 from __future__ import annotations
@@ -15,21 +14,13 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from ...data.geometry import FIXED_POINT_SCALE, FIXED_POINT_SHIFT, offset_polygon, polygon_area, polygon_perimeter
-from ...registry import DET_TARGETS
+from ....data.geometry import offset_polygon, polygon_perimeter
+from ....registry import DET_TARGETS
+from ..regions import fill_polygons, learnable_regions, thickness
 
 # Elements of the (edges, rows, columns) distance temporaries per block: 128 KB of float32 stays in cache and under
 # glibc's mmap threshold (bigger temporaries measured 2-3x slower per element).
 DISTANCE_CHUNK = 1 << 15
-# A coordinate beyond this is garbage (and its fixed-point value would overflow the int32 points of cv2.fillPoly).
-MAX_COORDINATE = 1e6
-
-
-def _fill(canvas: np.ndarray, paths: Sequence[np.ndarray], value: float) -> None:
-    """Fill the pixels inside ``paths`` (sub-pixel vertices) with ``value``; pieces of one polygon must not overlap
-    (cv2.fillPoly fills several paths even-odd)."""
-    fixed = [np.rint(path * FIXED_POINT_SCALE).astype(np.int32) for path in paths]
-    cv2.fillPoly(canvas, fixed, value, lineType=cv2.LINE_8, shift=FIXED_POINT_SHIFT)
 
 
 def _nearest_squared_distance(xs: np.ndarray, ys: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -87,8 +78,8 @@ def make_db_targets(
 
     - ``shrink_map``: 1 inside each text polygon shrunk by D = A(1 - r²)/L (A area, L perimeter, r = shrink_ratio);
     - ``shrink_mask``: 0 over polygons not to learn from, 1 elsewhere; each polygon left out is counted once in
-      ``counts`` by reason: ``degenerate_polygon`` (wrong shape, NaN, < 3 points, zero area), ``outside_image``
-      (given nothing), ``dont_care``, ``too_small`` (thinner than ``min_text_size``), ``shrink_failed``;
+      ``counts`` by reason: those of ``learnable_regions``, ``too_small`` (thinner than ``min_text_size``),
+      ``shrink_failed``;
     - ``threshold_map``: thresh_min + (thresh_max - thresh_min) * (1 - min(d / D, 1)), d = distance to the nearest
       polygon edge, max over polygons; drawn for every polygon that is not don't-care, degenerate or outside
       (too-small ones included: their edges are still real);
@@ -101,46 +92,23 @@ def make_db_targets(
     shrink_mask = np.ones((height, width), dtype=np.float32)
     border = np.zeros((height, width), dtype=np.float32)
     threshold_mask = np.zeros((height, width), dtype=np.float32)
-    for raw, dont_care in zip(polygons, ignore, strict=True):
-        try:
-            polygon = np.asarray(raw, dtype=np.float32)
-        except (TypeError, ValueError):  # ragged or non-numeric points
-            polygon = np.empty((0, 2), dtype=np.float32)
-        # one comparison rejects NaN, inf and garbage coordinates (NaN < x is False)
-        if polygon.ndim != 2 or polygon.shape[1] != 2 or len(polygon) < 2 or not np.abs(polygon).max() < MAX_COORDINATE:
-            counts["degenerate_polygon"] += 1  # nothing drawable: no pixel to mask
-            continue
-        area = polygon_area(polygon)
-        if len(polygon) < 3 or area < 1e-3:
-            counts["degenerate_polygon"] += 1
-            _fill(shrink_mask, [polygon], 0.0)  # collinear points: mask the line the annotator drew
-            continue
-        x, y, w, h = cv2.boundingRect(polygon)  # the pixels it spans
-        visible_w, visible_h = min(x + w, width) - max(x, 0), min(y + h, height) - max(y, 0)
-        if visible_w <= 0 or visible_h <= 0:
-            counts["outside_image"] += 1
-            continue
-        if dont_care:
-            counts["dont_care"] += 1
-            _fill(shrink_mask, [polygon], 0.0)
-            continue
-        distance = area * (1.0 - shrink_ratio**2) / polygon_perimeter(polygon)
+    for region in learnable_regions(polygons, ignore, height, width, counts, shrink_mask):
+        polygon = region.polygon
+        distance = region.area * (1.0 - shrink_ratio**2) / polygon_perimeter(polygon)
         dilated = offset_polygon(polygon, distance)
         if dilated:
-            _fill(threshold_mask, dilated, 1.0)
+            fill_polygons(threshold_mask, dilated, 1.0)
             _draw_border(border, polygon, dilated, distance)
-        # thickness: the shorter side of the min-area rectangle, or of the visible part when the image cuts the
-        # polygon (a sliver at the border is too thin to learn from, as in DBNet)
-        if min(*cv2.minAreaRect(polygon)[1], visible_w, visible_h) < min_text_size:
+        if thickness(region) < min_text_size:
             counts["too_small"] += 1
-            _fill(shrink_mask, [polygon], 0.0)
+            fill_polygons(shrink_mask, [polygon], 0.0)
             continue
         shrunk = offset_polygon(polygon, -distance)
         if shrunk:
-            _fill(shrink_map, shrunk, 1.0)
+            fill_polygons(shrink_map, shrunk, 1.0)
         else:
             counts["shrink_failed"] += 1
-            _fill(shrink_mask, [polygon], 0.0)
+            fill_polygons(shrink_mask, [polygon], 0.0)
     threshold_map = border  # scaled in place: one less 2-D array per sample
     threshold_map *= thresh_max - thresh_min
     threshold_map += thresh_min
