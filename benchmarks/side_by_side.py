@@ -59,8 +59,8 @@ def ours(config: str, task: str, batch: int, args: argparse.Namespace) -> dict[s
         overrides += [f"data.train.images_dir={args.det_images}", f"data.train.labels={args.det_labels}",
                       f"data.train.files={args.det_files or 'null'}"]
     cfg = load_config(f"configs/{task}/{config}.yaml", overrides)
-    report = bench(cfg, seconds=args.seconds, warmup_seconds=args.seconds / 2, steps=30, amp=True,
-                   channels_last=task == "det", device="cuda")
+    report = bench(cfg, seconds=args.seconds, warmup_seconds=args.seconds / 2, steps=args.steps, amp=True,
+                   channels_last=task == "det", device=args.device)
     model, e2e, data = report["model"], report["end_to_end"], report["data"]
     return {"tool": "ocrforge", "config": config, "task": task, "batch_size": batch, "precision": report["precision"],
             "channels_last": report["channels_last"], "compile": report["compile"],
@@ -72,27 +72,31 @@ def ours(config: str, task: str, batch: int, args: argparse.Namespace) -> dict[s
             "bound": _bound(data["samples_per_s"], model["samples_per_s"], e2e["samples_per_s"])}
 
 
-def _timed(step: Callable[[], None], batch: int, steps: int, warmup: int) -> tuple[float, float]:
-    """(samples/s, peak MB) over ``steps`` after ``warmup``."""
+def _timed(step: Callable[[], None], batch: int, steps: int, warmup: int, device: torch.device
+           ) -> tuple[float, float | None]:
+    """(samples/s, peak MB on a GPU) over ``steps`` after ``warmup``."""
+    cuda = device.type == "cuda"
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     began = time.perf_counter()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - began), torch.cuda.max_memory_allocated() / 2**20
+    if cuda:
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - began), torch.cuda.max_memory_allocated() / 2**20 if cuda else None
 
 
 def _random_words(rng: np.random.Generator, count: int, vocab: str) -> list[str]:
     return ["".join(rng.choice(list(vocab), size=int(rng.integers(3, 12)))) for _ in range(count)]
 
 
-def doctr(arch: str, task: str, batch: int, steps: int) -> dict[str, Any]:
+def doctr(arch: str, task: str, batch: int, steps: int, device: torch.device) -> dict[str, Any]:
     from doctr.models import detection, recognition
 
-    device, rng = torch.device("cuda"), np.random.default_rng(0)
+    rng = np.random.default_rng(0)
     zoo = detection if task == "det" else recognition
     model = getattr(zoo, arch)(pretrained=False, pretrained_backbone=False).to(device).train()
     if task == "det":
@@ -137,25 +141,26 @@ def doctr(arch: str, task: str, batch: int, steps: int) -> dict[str, Any]:
         def trained_loss() -> torch.Tensor:
             return model(images, target=words)["loss"]
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
 
     def step_with(loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def step() -> None:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
                 loss = loss_fn()
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return step
 
-    model_rate, peak = _timed(step_with(network_loss), batch, steps, warmup=5)
-    trained_rate, _ = _timed(step_with(trained_loss), batch, max(3, steps // 3), warmup=2)
+    model_rate, peak = _timed(step_with(network_loss), batch, steps, 5, device)
+    trained_rate, _ = _timed(step_with(trained_loss), batch, max(3, steps // 3), 2, device)
     return {"tool": "doctr", "config": arch, "task": task, "batch_size": batch, "precision": "bf16-mixed",
             "channels_last": task == "det", "compile": False,
             "input": [DET_SIZE, DET_SIZE] if task == "det" else list(REC_SIZE),
             "model_only_samples_per_s": round(model_rate, 1), "end_to_end_samples_per_s": None,
-            "trained_step_samples_per_s": round(trained_rate, 1), "peak_memory_mb": round(peak, 1),
-            "peak_memory_mb_per_sample": round(peak / batch, 3)}
+            "trained_step_samples_per_s": round(trained_rate, 1),
+            "peak_memory_mb": None if peak is None else round(peak, 1),
+            "peak_memory_mb_per_sample": None if peak is None else round(peak / batch, 3)}
 
 
 def main() -> None:
@@ -167,16 +172,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="data-only and end-to-end time budget per row")
     parser.add_argument("--tasks", nargs="+", default=["det", "rec"], choices=["det", "rec"])
     parser.add_argument("--machine", default="h200")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--steps", type=int, default=30, help="timed model-only steps per row")
+    parser.add_argument("--batch-scale", type=float, default=1.0, help="scale every batch size (a quick CPU try)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     import doctr
 
     rows = []
-    for config, arch, task, batch in PAIRS:
+    device = torch.device(args.device)
+    for config, arch, task, full_batch in PAIRS:
         if task not in args.tasks:
             continue
+        batch = max(2, round(full_batch * args.batch_scale))
         runs = (("ocrforge", config, partial(ours, config, task, batch, args)),
-                ("doctr", arch, partial(doctr, arch, task, batch, 30 if task == "rec" else 20)))
+                ("doctr", arch, partial(doctr, arch, task, batch, args.steps, device)))
         for tool, name, run in runs:
             began = time.perf_counter()
             try:

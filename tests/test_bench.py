@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_cls_config, write_config
+from conftest import tiny_cls_config, tiny_rec_config
 
 from ocrforge.cli import main
 
 
-def _rec_config(tmp_path: Path) -> Path:
-    words = {"type": "SynthWords", "num_samples": 32, "seed": 0, "max_len": 8, "batch_size": 8, "num_workers": 0}
-    cfg = {"task": "rec", "project": "tests", "exp_name": "bench", "work_dir": str(tmp_path / "work_dirs"),
-           "model": {"type": "Recognizer", "backbone": {"type": "crnn_vgg", "width": 0.125},
-                     "neck": {"type": "bilstm", "hidden": 16}, "head": {"type": "ctc"}},
-           "data": {"image_size": [32, 96], "max_text_length": 8, "train": words, "val": words},
-           "optimizer": {"type": "adamw", "lr": 0.001}}
-    return write_config(tmp_path / "rec.yaml", cfg, {})
-
-
-@pytest.mark.parametrize("make_config", [tiny_cls_config, _rec_config])
+@pytest.mark.parametrize("make_config", [tiny_cls_config, tiny_rec_config])
 def test_bench_reports_data_model_and_end_to_end(tmp_path, capsys, make_config):
     out = tmp_path / "bench.json"
     code = main(["bench", str(make_config(tmp_path)), "--seconds", "0.3", "--warmup-seconds", "0.1", "--steps", "2",

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import cv2
+import pytest
 from conftest import tiny_cls_config
 
 from ocrforge.tasks.cls.synth import SynthOrientationDataset
+
+pytestmark = pytest.mark.slow  # two training processes each
 
 
 def _ddp_train(cfg: Path) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from conftest import tiny_cls_config, write_config
+from conftest import synth_pages, synth_words, tiny_cls_config, tiny_det_config, tiny_rec_config
 from omegaconf import OmegaConf
 
 from ocrforge.config import load_config
@@ -98,34 +98,19 @@ def _cls_case(tmp: Path) -> dict:
 
 
 def _rec_case(tmp: Path) -> dict:
-    words = {"type": "SynthWords", "max_len": 8, "num_workers": 0}
-    cfg = {
-        "task": "rec", "project": "tests", "exp_name": "rec", "work_dir": str(tmp / "rec" / "work_dirs"),
-        "model": {"type": "Recognizer", "backbone": {"type": "crnn_vgg", "width": 0.125},
-                  "neck": {"type": "bilstm", "hidden": 16}, "head": {"type": "ctc"}},
-        "data": {"image_size": [32, 96], "max_text_length": 10, "charset": {"dict": "printable"},
-                 "train": {**words, "num_samples": 8, "seed": 0, "batch_size": 4},
-                 "test": {**words, "num_samples": 11, "seed": 2, "batch_size": 4}},
-        "train": {"progress_bar": False},
-    }
-    return {"config": write_config(tmp / "rec" / "rec.yaml", cfg, {}),
-            "rows": ["predictions.jsonl", "worst_errors.jsonl"], "files": []}
+    data = {"max_text_length": 10, "charset": {"dict": "printable"}, "train": synth_words(8, seed=0, batch_size=4,
+            max_len=8), "val": None, "test": synth_words(11, seed=2, batch_size=4, max_len=8)}
+    return {"config": tiny_rec_config(tmp / "rec", data=data), "rows": ["predictions.jsonl", "worst_errors.jsonl"],
+            "files": []}
 
 
 def _det_case(tmp: Path) -> dict:
-    page = {"type": "SynthPages", "height": 160, "width": 160, "num_workers": 0}
-    cfg = {
-        "task": "det", "project": "tests", "exp_name": "det", "work_dir": str(tmp / "det" / "work_dirs"),
-        "model": {"type": "DBNet", "backbone": {"type": "timm_det", "name": "lcnet_050"},
-                  "neck": {"type": "db_fpn", "channels": 32}},
-        "data": {"image_size": [128, 128], "eval_resize": {"limit_side_len": 160, "limit_type": "max"},
-                 "train": {**page, "num_samples": 4, "seed": 0, "batch_size": 2},
-                 "test": {**page, "num_samples": 5, "seed": 3, "batch_size": 2},
-                 # An untrained detector finds regions only at low thresholds: predictions to compare.
-                 "postprocess": {"thresh": 0.2, "box_thresh": 0.2}},
-        "train": {"progress_bar": False},
-    }
-    return {"config": write_config(tmp / "det" / "det.yaml", cfg, {}), "rows": ["predictions.jsonl"], "files": []}
+    data = {"eval_resize": {"limit_side_len": 160, "limit_type": "max"},
+            "train": synth_pages(4, seed=0, batch_size=2, side=160), "val": None,
+            "test": synth_pages(5, seed=3, batch_size=2, side=160),
+            # An untrained detector finds regions only at low thresholds: predictions to compare.
+            "postprocess": {"thresh": 0.2, "box_thresh": 0.2}}
+    return {"config": tiny_det_config(tmp / "det", data=data), "rows": ["predictions.jsonl"], "files": []}
 
 
 def _untrained_checkpoint(config: Path) -> Path:

@@ -27,10 +27,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import REPO, tiny_cls_config
+from conftest import QUIET, REPO, tiny_cls_config
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ocrforge.engine.callbacks import EndLaunchedRanksOnFailure
+
+pytestmark = pytest.mark.slow  # launchers, several processes, signals
 
 TOOLS = REPO / "tools"
 ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
@@ -70,8 +72,6 @@ class RankRecordingNet(nn.Module):
         torch.save({"initial": self.initial, "final": final, "seen": self.seen},
                    os.path.join(os.environ["RANK_DUMP_DIR"], f"rank{RANK}.pt"))
 '''
-
-QUIET = {"logging": {"tensorboard": False, "csv": False}}
 
 
 def _plugin_config(tmp_path: Path, **sections) -> Path:

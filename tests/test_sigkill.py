@@ -16,8 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import assert_same_training_state, tiny_cls_config
+
+pytestmark = pytest.mark.slow  # 22 training sessions
 
 KILLS = 21
 FORK = multiprocessing.get_context("forkserver")

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import tiny_cls_config, write_config
+from conftest import tiny_cls_config, tiny_det_config, tiny_rec_config
 
 from ocrforge.cli import main
 from ocrforge.data.lmdb_store import LmdbWriter
@@ -118,16 +118,7 @@ def test_ocr_streams_each_image_and_ctrl_c_keeps_them(tmp_path: Path, monkeypatc
 
 # --- data check: which samples, where -----------------------------------------------------------------------------
 def _rec_config(tmp_path: Path, train: dict) -> Path:
-    cfg = {
-        "task": "rec", "project": "tests", "exp_name": "rec", "work_dir": str(tmp_path / "work_dirs"),
-        "model": {"type": "Recognizer", "backbone": {"type": "crnn_vgg", "width": 0.125},
-                  "neck": {"type": "bilstm", "hidden": 16}, "head": {"type": "ctc"}},
-        "data": {"image_size": [32, 96], "max_text_length": 12,
-                 "charset": {"dict": "printable", "use_space_char": True, "oov": "skip"},
-                 "train": {**train, "batch_size": 4, "num_workers": 0}},
-        "optimizer": {"type": "adamw", "lr": 0.003},
-    }
-    return write_config(tmp_path / "rec.yaml", cfg, {})
+    return tiny_rec_config(tmp_path, data={"train": {**train, "batch_size": 4, "num_workers": 0}, "val": None})
 
 
 def _check(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[dict, str]:
@@ -198,15 +189,10 @@ def test_data_check_lists_cls_and_det_samples_with_their_lines(tmp_path: Path,
     quad = json.dumps([{"transcription": "ab", "points": [[4, 4], [40, 4], [40, 20], [4, 20]]}])
     det_labels = tmp_path / "det.txt"
     det_labels.write_text(f"p.png\t{quad}\np.png\tnot json\nabsent.png\t{quad}\n", encoding="utf-8")
-    det = {
-        "task": "det", "project": "tests", "exp_name": "det", "work_dir": str(tmp_path / "work_dirs"),
-        "model": {"type": "DBNet", "backbone": {"type": "timm_det", "name": "lcnet_050"},
-                  "neck": {"type": "db_fpn", "channels": 32}},
-        "data": {"image_size": [64, 64], "train": {"type": "DetPaddle", "label_files": [str(det_labels)],
-                                                   "data_dir": str(tmp_path / "pages"), "batch_size": 2,
-                                                   "num_workers": 0}},
-        "optimizer": {"type": "adamw", "lr": 0.003}}
-    det_cfg = write_config(tmp_path / "det.yaml", det, {})
+    det_cfg = tiny_det_config(tmp_path, data={
+        "image_size": [64, 64], "val": None, "train": {"type": "DetPaddle", "label_files": [str(det_labels)],
+                                                     "data_dir": str(tmp_path / "pages"), "batch_size": 2,
+                                                     "num_workers": 0}})
     report, err = _check([str(det_cfg)], capsys)
     examples = report["train"]["examples"]
     assert examples["while_indexing"]["bad_line"] == [{"label_file": str(det_labels), "line": 2}]

@@ -15,7 +15,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import REPO, tiny_cls_config
+from conftest import QUIET, REPO, tiny_cls_config
 
 from ocrforge.config import load_config
 from ocrforge.engine import trainer as trainer_module
@@ -23,7 +23,6 @@ from ocrforge.errors import CheckpointError, ConfigError
 from ocrforge.runners.train import train
 
 # No loggers, no progress bar: each run below is a few seconds on 2 cores.
-QUIET = {"logging": {"tensorboard": False, "csv": False}}
 
 
 def _config(tmp_path: Path, **train_section) -> Path:

@@ -116,7 +116,7 @@ class LoaderSchema:
 def _weights_source(value: Any) -> str | None:
     if value is None or Path(value).is_file():
         return None
-    from ..pretrained.ppocr import ZOO, lookup  # only for values that are not files: keeps validation light
+    from .ppocr_zoo import ZOO, lookup
 
     if lookup(value) is not None:
         return None

@@ -137,3 +137,12 @@ def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float], co
     out -= mean32
     out /= std32
     return out
+
+
+def resize_to_height(image: np.ndarray, height: int, max_width: int) -> np.ndarray:
+    """Fixed height, aspect ratio kept, width capped at ``max_width`` (uint8, no padding)."""
+    h, w = image.shape[:2]
+    width = int(min(max_width, max(1, round(w * height / max(h, 1)))))
+    if (h, w) == (height, width):
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if h > height else cv2.INTER_LINEAR)

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ...data.images import border_colour, normalise, pad_with
-from ..rec.inference import resize_to_height
+from ...data.images import border_colour, normalise, pad_with, resize_to_height
 
 
 def mean_colour(mean: Sequence[float], color: str = "RGB") -> np.ndarray:

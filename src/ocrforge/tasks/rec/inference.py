@@ -8,23 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import cv2
 import numpy as np
 
-from ...data.images import border_colour, normalise, pad_with
+from ...data.images import border_colour, normalise, pad_with, resize_to_height
 from ...errors import ConfigError
 
 BLANK = 0
 UNKNOWN_TEXT = "\ufffd"
-
-
-def resize_to_height(image: np.ndarray, height: int, max_width: int) -> np.ndarray:
-    """Fixed height, aspect ratio kept, width capped at ``max_width`` (uint8, no padding)."""
-    h, w = image.shape[:2]
-    width = int(min(max_width, max(1, round(w * height / max(h, 1)))))
-    if (h, w) == (height, width):
-        return np.ascontiguousarray(image)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if h > height else cv2.INTER_LINEAR)
 
 
 def resize_pad(image: np.ndarray, height: int, max_width: int, pad_to: int | None = None) -> tuple[np.ndarray, float]:

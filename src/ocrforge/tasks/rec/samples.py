@@ -12,9 +12,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ...data.collate import COUNT_KEY, chw_tensor
-from ...data.images import SampleSkipped, border_colour
+from ...data.images import SampleSkipped, border_colour, resize_to_height
 from ..base import TaskSamples
-from .inference import resize_pad, resize_to_height
+from .inference import resize_pad
 
 if TYPE_CHECKING:
     from .task import RecognitionTask
