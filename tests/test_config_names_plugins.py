@@ -296,7 +296,7 @@ _SCALARS = (int, float, bool, str, list, tuple, dict, type(None), typing.Any)
 
 
 def _same_hint(static: typing.Any, real: typing.Any) -> bool:
-    from ocrforge.builtins import Opaque
+    from ocrforge.stand_ins import Opaque
 
     if static is Opaque:  # only where the validator accepts any value for the real hint too
         return typing.get_origin(real) is None and real not in _SCALARS and not dataclasses.is_dataclass(real)
@@ -333,8 +333,9 @@ def _same_schema(static: type, real: type) -> bool:
 
 def test_stand_ins_read_from_the_source_match_the_imported_objects():
     """What validation reads without importing (see ocrforge.builtins) is what it would read from the imports."""
-    from ocrforge.builtins import builtin_index, stand_in
+    from ocrforge.builtins import builtin_index
     from ocrforge.config.validate import constructor_params
+    from ocrforge.stand_ins import stand_in
 
     index = builtin_index()
     stand_ins = {(entry.registry, entry.name): stand_in(entry.registry, entry.module, entry.definition)

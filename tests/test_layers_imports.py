@@ -19,7 +19,7 @@ LAYERS = {
     "api": 3, "runners": 3,
     "export": 2, "engine": 2, "pretrained": 2,
     "tasks": 1,
-    "models": 0, "data": 0, "config": 0, "registry": 0, "errors": 0, "builtins": 0, "text_files": 0,
+    "models": 0, "data": 0, "config": 0, "registry": 0, "errors": 0, "builtins": 0, "stand_ins": 0, "text_files": 0,
 }
 
 
