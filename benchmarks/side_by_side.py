@@ -53,7 +53,7 @@ def _bound(data: float | None, model: float, end_to_end: float | None) -> str | 
     return "data" if data < model else "step"
 
 
-def ours(config: str, task: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
+def ocrforge_row(config: str, task: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     overrides = [f"data.train.batch_size={batch}", f"data.train.num_workers={args.workers}"]
     if task == "det":
         overrides += [f"data.train.images_dir={args.det_images}", f"data.train.labels={args.det_labels}",
@@ -93,7 +93,7 @@ def _random_words(rng: np.random.Generator, count: int, vocab: str) -> list[str]
     return ["".join(rng.choice(list(vocab), size=int(rng.integers(3, 12)))) for _ in range(count)]
 
 
-def doctr(arch: str, task: str, batch: int, steps: int, device: torch.device) -> dict[str, Any]:
+def doctr_row(arch: str, task: str, batch: int, steps: int, device: torch.device) -> dict[str, Any]:
     from doctr.models import detection, recognition
 
     rng = np.random.default_rng(0)
@@ -185,8 +185,8 @@ def main() -> None:
         if task not in args.tasks:
             continue
         batch = max(2, round(full_batch * args.batch_scale))
-        runs = (("ocrforge", config, partial(ours, config, task, batch, args)),
-                ("doctr", arch, partial(doctr, arch, task, batch, args.steps, device)))
+        runs = (("ocrforge", config, partial(ocrforge_row, config, task, batch, args)),
+                ("doctr", arch, partial(doctr_row, arch, task, batch, args.steps, device)))
         for tool, name, run in runs:
             began = time.perf_counter()
             try:
@@ -196,10 +196,10 @@ def main() -> None:
             row["seconds"] = round(time.perf_counter() - began, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
-        ours_row, doctr_row = rows[-2], rows[-1]
-        if "error" not in ours_row and "error" not in doctr_row:
-            ours_row["model_only_vs_doctr"] = round(ours_row["model_only_samples_per_s"]
-                                                    / doctr_row["model_only_samples_per_s"], 2)
+        mine, theirs = rows[-2], rows[-1]
+        if "error" not in mine and "error" not in theirs:
+            ratio = mine["model_only_samples_per_s"] / theirs["model_only_samples_per_s"]
+            mine["model_only_vs_doctr"] = round(ratio, 2)
     machine = environment_info()
     for row in rows:
         row.update(machine_name=args.machine, gpu=machine.get("gpu"), torch=machine.get("torch"),

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 13's training-speed measurements on one GPU machine, in two stages that each fit a 10-minute command:
 #   rec  real training runs of the mobile recogniser before/after a change and compiled (train_speed.py: samples/s,
-#        host syncs per step); `ocrforge synth rec --lmdb`, then `ocrforge bench` from that LMDB (eager, compiled,
-#        length-bucketed); loading per worker (synthetic, LMDB); peak memory at 4,096 x 48x320; reduced JPEG decoding.
+#        host syncs per step); `ocrforge synth rec --lmdb`, then `ocrforge bench` from that LMDB; loading per
+#        worker (synthetic, LMDB); peak memory at 4,096 x 48x320; reduced JPEG decoding; bench compiled (also
+#        length-bucketed) last.
 #   det  side_by_side.py (ocrforge and docTR, detection and recognition, same run), detection loading with 1 worker.
 # Usage (repository root, ocrforge importable): benchmarks/speed_h200.sh rec|det OUT [BEFORE_SRC | DET_DIR]
 #   BEFORE_SRC: the src/ of a checkout from before the change (rec); DET_DIR: images/, gt/ and files.txt (det).
@@ -48,9 +49,6 @@ if [[ $stage == rec ]]; then
   lmdb="data.train={type: RecLMDB, roots: [/tmp/lmdb32], batch_size: 1024, num_workers: $workers, prefetch_factor: 4}"
   bench=(python -m ocrforge.cli bench "$mobile" --amp --seconds "$seconds" --warmup-seconds 4 --steps 50)
   timed bench_mobile_lmdb "${bench[@]}" --out "$out/bench_mobile_lmdb.json" -o "$lmdb"
-  timed bench_mobile_lmdb_compile "${bench[@]}" --compile --out "$out/bench_mobile_lmdb_compile.json" -o "$lmdb"
-  timed bench_mobile_lmdb_bucketed_compile "${bench[@]}" --compile --out "$out/bench_mobile_lmdb_bucketed_compile.json" \
-    -o "$lmdb" data.train.bucket_by_length=true
   timed data_mobile_synth_1worker parts data_mobile_synth_1worker "$mobile" data data.train.num_workers=1
   timed data_mobile_lmdb_1worker parts data_mobile_lmdb_1worker "$mobile" data "$lmdb" data.train.num_workers=1
   timed memory_mobile_4096_48x320 parts memory_mobile_4096_48x320 "$mobile" model "data.image_size=[48,320]" \
@@ -71,6 +69,9 @@ for decode_height in (None, 32):
 open(sys.argv[1], "w").write(json.dumps(report, indent=1) + "\n")
 print(report)
 EOF
+  timed bench_mobile_lmdb_compile "${bench[@]}" --compile --out "$out/bench_mobile_lmdb_compile.json" -o "$lmdb"
+  timed bench_mobile_lmdb_bucketed_compile "${bench[@]}" --compile --out "$out/bench_mobile_lmdb_bucketed_compile.json" \
+    -o "$lmdb" data.train.bucket_by_length=true
 elif [[ $stage == det ]]; then
   timed side_by_side python benchmarks/side_by_side.py --det-images "$extra/images" --det-labels "$extra/gt" \
     --det-files "$extra/files.txt" --workers "$workers" --seconds "$seconds" --out "$out/side_by_side.json"

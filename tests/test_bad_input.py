@@ -44,6 +44,7 @@ def _image_folder(root: Path, per_class: int = 6) -> None:
         cv2.imwrite(str(folder / f"{i}.jpg"), sample["image"][:, :, ::-1])
 
 
+@pytest.mark.slow
 def test_corrupt_jpeg_in_image_folder_is_a_counted_skip(tmp_path: Path) -> None:
     root = tmp_path / "images"
     _image_folder(root)
@@ -292,6 +293,7 @@ def test_out_of_range_values_are_config_errors_naming_file_and_key(tmp_path: Pat
     assert f"command line (-o): {key}: {message}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_val_check_interval_beyond_an_epoch_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = tiny_cls_config(tmp_path)  # 48 training samples in batches of 16: 3 batches an epoch
     assert main(["train", str(cfg), "-o", "train.val_check_interval=4"]) == 2
@@ -301,6 +303,7 @@ def test_val_check_interval_beyond_an_epoch_is_a_config_error(tmp_path: Path, ca
 
 
 # --- evaluation never drops a sample (item 7) ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_unloadable_test_sample_counts_as_wrong_and_is_listed(tmp_path: Path) -> None:
     root = tmp_path / "images"
     _image_folder(root, per_class=3)

@@ -11,6 +11,7 @@ from conftest import tiny_cls_config, tiny_rec_config
 from ocrforge.cli import main
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make_config", [tiny_cls_config, tiny_rec_config])
 def test_bench_reports_data_model_and_end_to_end(tmp_path, capsys, make_config):
     out = tmp_path / "bench.json"

@@ -18,6 +18,8 @@ from ocrforge.config import load_config
 from ocrforge.runners.train import train
 from ocrforge.tasks.cls.synth import SynthOrientationDataset
 
+pytestmark = pytest.mark.slow  # full train / resume / test / export / predict loops
+
 
 def _run_dirs(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "work_dirs" / "tests").glob("tiny_2*"))

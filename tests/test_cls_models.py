@@ -18,6 +18,7 @@ from ocrforge.runners.train import train
 from ocrforge.tasks.cls.model import Classifier
 
 
+@pytest.mark.slow  # full-size timm models
 @pytest.mark.parametrize("backbone", ["lcnet_050", "resnet18", "mobilenetv3_small_100", "hgnetv2_b0"])
 def test_timm_backbones_by_name(backbone: str) -> None:
     model = Classifier(num_classes=3, backbone=backbone).eval()
@@ -48,6 +49,7 @@ def test_timm_backbone_mapping_is_the_name_form_spelled_out() -> None:
         Classifier(num_classes=3, backbone={"type": "TimmClassifierBackbone", "name": "resnet18"}, drop_rate=0.2)
 
 
+@pytest.mark.slow
 def test_cosface_export_outputs_normalised_embedding(tmp_path: Path) -> None:
     cfg = load_config(tiny_cls_config(tmp_path, model={"type": "Classifier", "backbone": "lcnet_050",
                                                        "head": {"type": "cosface", "embedding_size": 16}}))
@@ -64,6 +66,7 @@ def test_cosface_export_outputs_normalised_embedding(tmp_path: Path) -> None:
     assert meta["outputs"] == ["logits", "embedding"]
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_and_clipping(tmp_path: Path) -> None:
     cfg = load_config(tiny_cls_config(tmp_path, train={"accumulate_grad_batches": 3, "gradient_clip_val": 0.5,
                                                        "max_epochs": 1, "progress_bar": False},

@@ -9,6 +9,9 @@ components (not aliases, not plugins that other tests register). Each task is co
 backbone x neck x head, less the combinations that ``_excluded`` rules out (each rule says why it cannot work).
 Each component is built with its entry of ``TINY``; a component registered without one fails
 ``test_every_component_has_tiny_settings``.
+
+The whole file takes about a minute and a half on 2 busy cores; the export sweep is ``slow``, so
+``pytest -m "not slow"`` still builds and trains every combination once.
 """
 
 from __future__ import annotations
@@ -214,6 +217,9 @@ def test_train_step(task_name: str, model_name: str, parts: dict[str, str], one_
         assert torch.isfinite(parameter.grad).all(), f"{name}: non-finite gradient"
 
 
+@pytest.mark.slow
+# Tracing warns where a shape is read as a Python number (nn.LSTM's checks); the second input size tests for that.
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize(("task_name", "model_name", "parts"), cases("export"))
 def test_eval_and_onnx_export(task_name: str, model_name: str, parts: dict[str, str], tmp_path: Path,
                               one_torch_thread: None) -> None:

@@ -195,6 +195,7 @@ def test_plugin_model_gets_num_classes_once(tmp_path, plugin):
         build_model(differing)
 
 
+@pytest.mark.slow
 def test_a_run_with_plugins_is_tested_exported_and_predicted_without_flags(tmp_path, plugin, capsys,
                                                                            monkeypatch):
     cfg_path = _config(tmp_path, {"model": {"type": plugin.model, "num_classes": 2}},

@@ -25,6 +25,8 @@ from ocrforge.tasks.det import inference as det_inference
 from ocrforge.tasks.det.metric import evaluate_image
 from ocrforge.tasks.det.synth_pages import SynthPagesDataset
 
+pytestmark = pytest.mark.slow  # trains a detector, exports it, runs the CLI
+
 
 def det_config(tmp_path: Path, **sections) -> Path:
     page = {"type": "SynthPages", "height": 192, "width": 192, "num_workers": 0}
@@ -182,9 +184,9 @@ def test_evaluation_of_mixed_sizes_matches_predict(trained: dict[str, Path], smo
     cv2.imwrite(str(images / "img_1.jpg"), narrow)
     image = cv2.imread(str(images / "img_0.jpg"))[:, :, ::-1].copy()
     post = _adaptive_postprocess(smooth_det, image)
-    cfg = det_config(tmp, exp_name="mixed", data={
-        "postprocess": post, "test": {"type": "DetIcdar2015", "images_dir": str(images), "labels": str(labels),
-                                      "batch_size": 2, "num_workers": 0}})
+    cfg = det_config(tmp, exp_name="mixed", model={"postprocess": {"type": "DBPostProcess", **post}}, data={
+        "test": {"type": "DetIcdar2015", "images_dir": str(images), "labels": str(labels), "batch_size": 2,
+                 "num_workers": 0}})
     assert main(["test", str(cfg), str(smooth_det), "--save-preds"]) == 0
     (run,) = (tmp / "work_dirs" / "tests").glob("mixed_test_*")
     rows = {Path(r["path"]).name: r for r in map(json.loads, (run / "predictions.jsonl").read_text().splitlines())}
@@ -222,7 +224,10 @@ def test_ocr_pipeline_torch_and_onnx_agree_without_torch(trained: dict[str, Path
     assert code.returncode == 0, code.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and all({"path", "words", "height", "width"} <= set(r) for r in rows)
-    assert [w["text"] for w in rows[0]["words"]] == [w["text"] for w in b["words"]]
+    # the CLI sets thresh and box_thresh (min_size stays the model's): the same pipeline in this process
+    cli = {k: post[k] for k in ("thresh", "box_thresh")}
+    expected = OcrPipeline(det_onnx, rec_onnx, drop_score=0.0, det_postprocess=cli)(image)
+    assert [w["text"] for w in rows[0]["words"]] == [w["text"] for w in expected["words"]]
     assert len(list(show.glob("*.jpg"))) == 2
 
 

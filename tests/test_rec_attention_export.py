@@ -92,6 +92,7 @@ def test_attention_head_decoding_paths_agree() -> None:
         assert torch.allclose(early, head.greedy_steps(frames, MAX_LENGTH + 1)[:, :1])
 
 
+@pytest.mark.slow
 def test_ctc_head_with_attention_guidance_exports_ctc_only(tmp_path: Path) -> None:
     model = {"type": "Recognizer", "backbone": {"type": "crnn_vgg", "width": 0.125},
              "neck": {"type": "bilstm", "hidden": 16}, "head": {"type": "ctc"},
@@ -111,6 +112,7 @@ def _at_own_width(image: np.ndarray, meta: dict) -> np.ndarray:
     return normalise(padded, meta["mean"], meta["std"])[None]
 
 
+@pytest.mark.slow
 def test_attention_model_exports_and_matches_pytorch(tmp_path: Path) -> None:
     cfg = attention_config(tmp_path)
     assert main(["train", str(cfg)]) == 0

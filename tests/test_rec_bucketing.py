@@ -114,6 +114,7 @@ def _config(tmp_path: Path, bucket: bool = True, train_type: str = "RecLabelFile
     return write_config(tmp_path / "rec.yaml", cfg, {})
 
 
+@pytest.mark.slow
 def test_bucketed_batches_pad_each_crop_like_resize_pad_and_count_labels_too_long_for_the_crop(tmp_path):
     task = build_task(load_config(_config(tmp_path)))
     task.build_model()
@@ -132,6 +133,7 @@ def test_bucketed_batches_pad_each_crop_like_resize_pad_and_count_labels_too_lon
     assert len(widths) > 1 and min(widths) < 160 and all(w % 8 == 0 for w in widths)
 
 
+@pytest.mark.slow
 def test_bucketed_training_runs_and_synthetic_words_are_refused_clearly(tmp_path):
     cfg = _config(tmp_path)
     assert main(["train", str(cfg)]) == 0
@@ -143,6 +145,7 @@ def test_bucketed_training_runs_and_synthetic_words_are_refused_clearly(tmp_path
         build_dataloader(synth, "train", training=True)
 
 
+@pytest.mark.slow
 def test_bucketed_batches_under_two_process_ddp(tmp_path):
     """41 crops in batches of 8 = 6 batches, 3 per rank: both ranks must agree on the count or DDP hangs."""
     cfg = _config(tmp_path, accelerator="cpu", devices=2, strategy="ddp", max_epochs=1)

@@ -21,6 +21,7 @@ from ocrforge.cli import main
 from ocrforge.config import load_config
 
 REC = REPO / "configs" / "rec"
+pytestmark = pytest.mark.slow  # each test makes a data set and trains a shipped config on it
 
 
 @pytest.fixture(autouse=True)

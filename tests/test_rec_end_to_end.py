@@ -21,6 +21,8 @@ from ocrforge.export.onnx_export import export_onnx
 from ocrforge.runners.train import train
 from ocrforge.tasks.rec.finetune import remap_charset_rows
 
+pytestmark = pytest.mark.slow  # each test trains a recogniser
+
 
 def rec_config(tmp_path: Path, **sections) -> Path:
     cfg = {

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import write_config
@@ -91,6 +92,7 @@ def test_plugin_head_declares_its_loss_term_and_label_checks(tmp_path: Path) -> 
     assert torch.allclose(losses["loss"], 0.5 * losses["mlp_ctc"])  # weighted by loss.weights.mlp_ctc
 
 
+@pytest.mark.slow
 def test_plugin_head_trains_exports_and_decodes_through_onnx_runtime(tmp_path: Path) -> None:
     result = train(load_config(plugin_config(tmp_path)))
     assert result.metrics["final"]["train/mlp_ctc_epoch"] > 0

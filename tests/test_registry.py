@@ -595,6 +595,7 @@ def test_a_config_with_old_names_validates_and_builds_the_same_classes(tmp_path,
     assert type(losses[0]) is type(losses[1]) is CLS_LOSSES.get("CrossEntropyLoss")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_old_names_loads_and_resumes_with_the_new_ones(tmp_path, one_torch_thread):
     from omegaconf import OmegaConf
 

@@ -30,6 +30,7 @@ class _KeepEveryCheckpoint(L.Callback):
             torch.save(checkpoint, self.folder / f"step{trainer.global_step:02d}_{where}.ckpt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("workers", "validation"), [(2, {"val_check_interval": 0.5}),
                                                      (0, {"check_val_every_n_epoch": 2})])
 def test_resume_from_every_checkpoint_a_run_writes_is_exact(tmp_path: Path, workers: int, validation: dict) -> None:
@@ -73,6 +74,7 @@ class _LastCheckpointStep(L.Callback):
         self.after_step.append((trainer.global_step, self._last_step(trainer)))
 
 
+@pytest.mark.slow
 def test_last_checkpoint_follows_every_validation_and_interval_while_the_metric_plateaus(tmp_path: Path) -> None:
     """With lr ~0 the monitored accuracy never improves, so top-k writes once; last.ckpt still moves on at every
     validation and every checkpoint.every_n_steps."""
@@ -89,6 +91,7 @@ def test_last_checkpoint_follows_every_validation_and_interval_while_the_metric_
     assert all(step - last <= 2 for step, last in probe.after_step if step >= 2)  # at most one interval behind
 
 
+@pytest.mark.slow
 def test_unfinished_checkpoint_writes_are_removed_when_the_run_resumes(tmp_path: Path) -> None:
     cfg_path = tiny_cls_config(tmp_path)
     first = train(load_config(cfg_path))
@@ -117,6 +120,7 @@ def _csv_losses(run_dir: Path) -> dict[int, str]:
     return {int(r["step"]): r["train/loss_step"] for r in rows}
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_one_tensorboard_and_csv_log(tmp_path: Path) -> None:
     """A session 'killed' at step 7 whose last.ckpt is from step 4, resumed: one version folder per logger, and the
     CSV reads as the uninterrupted run's (steps 5-7 logged again, not twice)."""

@@ -100,6 +100,7 @@ def test_reduced_jpeg_decode_stays_at_least_as_tall_as_asked() -> None:
     assert jpeg_height(png) is None and decode_image(png, min_height=32).shape == (200, 60, 3)
 
 
+@pytest.mark.slow
 def test_parallel_synthetic_export_writes_the_same_lmdb(tmp_path: Path) -> None:
     reports = [export_synth_rec(tmp_path / f"w{workers}", 300, seed=3, lmdb=True, workers=workers)
                for workers in (1, 2)]
@@ -111,6 +112,7 @@ def test_parallel_synthetic_export_writes_the_same_lmdb(tmp_path: Path) -> None:
     assert reports[0]["stats"] == reports[1]["stats"] and reports[1]["workers"] == 2
 
 
+@pytest.mark.slow
 def test_bench_can_measure_the_model_alone(tmp_path: Path) -> None:
     report = bench(load_config(tiny_cls_config(tmp_path)), steps=2, warmup_steps=1, device="cpu", parts=("model",))
     assert "data" not in report and "end_to_end" not in report

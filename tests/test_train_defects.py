@@ -50,6 +50,7 @@ def onecycle_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 # --- --amp on a CPU without native bf16 ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_amp_on_a_cpu_without_native_bf16_trains_in_fp32_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: False)
@@ -68,6 +69,7 @@ def test_amp_keeps_bf16_on_a_cpu_that_has_it(tmp_path: Path, monkeypatch: pytest
 
 
 # --- --load-from a file that fits nothing ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_load_from_a_file_that_fits_no_tensor_fails_before_any_folder_unless_partial(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.pth"
     torch.save({"encoder.layer1.weight": torch.zeros(3, 3), "head.fc.weight": torch.zeros(7, 5)}, foreign)
@@ -82,6 +84,7 @@ def test_load_from_a_file_that_fits_no_tensor_fails_before_any_folder_unless_par
 
 
 # --- --resume with a longer OneCycle run -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_with_a_larger_max_steps_extends_the_onecycle_schedule(onecycle_run, tmp_path: Path) -> None:
     path, first = onecycle_run
     assert first.metrics["stopped_by"] == "max_steps"
@@ -94,6 +97,7 @@ def test_resume_with_a_larger_max_steps_extends_the_onecycle_schedule(onecycle_r
 
 
 # --- --resume with another task, scheduler or model ------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(("config", "overrides", "error"), [
     ("configs/rec/crnn_synth.yaml", [], r"a 'cls' checkpoint, but the config is for 'rec'"),
     ("configs/det/dbnet_r18_synth.yaml", [], r"a 'cls' checkpoint, but the config is for 'det'"),
@@ -143,6 +147,7 @@ class _SigtermAfterFirstStep(L.Callback):
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+@pytest.mark.slow
 def test_a_failed_or_interrupted_run_folder_says_so_in_status_json(tmp_path: Path) -> None:
     cfg_path = _config(tmp_path, limit_val_batches=0)
     with pytest.raises(RuntimeError, match="disk on fire"):
@@ -158,6 +163,7 @@ def test_a_failed_or_interrupted_run_folder_says_so_in_status_json(tmp_path: Pat
 
 
 # --- which limit stopped the run -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_run_says_when_max_epochs_ends_it_before_max_steps(tmp_path: Path,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):

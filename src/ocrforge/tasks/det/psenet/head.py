@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ....models.layers import conv_norm_act
 from ....registry import DET_HEADS, DET_MODELS
 from ..model import DetectionModel
 
@@ -28,8 +29,7 @@ class PSEHead(nn.Module):
         super().__init__()
         if kernel_num < 2:
             raise ValueError(f"kernel_num must be at least 2 (the text map and one kernel), got {kernel_num}")
-        self.fuse = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
-                                  nn.ReLU(inplace=True))
+        self.fuse = conv_norm_act(in_channels, hidden)
         self.classify = nn.Conv2d(hidden, kernel_num, 1)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
