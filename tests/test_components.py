@@ -97,9 +97,6 @@ KNOWN_DEFECTS = {
         "models/backbones.py TimmFeatures: timm's MobileNetV3 feature models (lcnet_050) keep and run every block "
         "after the last stage asked for, so blocks.3-5 get no gradient (wasted compute; DDP without "
         "find_unused_parameters stops on them)",
-    ("export", "PPOCRSVTRNeck", "AttentionHead"):
-        "tasks/rec/heads.py AttentionHead: after PPOCRSVTRNeck the exporter folds the bos tokens (full_like of the "
-        "frames) into a constant of the export batch size, so ONNX Runtime fails at another batch size",
 }
 
 register_builtins()  # every built-in name known to its registry before the cases are read from them

@@ -146,7 +146,9 @@ class AttentionHead(RecHead):
         a traced graph needs a loop whose length does not depend on the data; steps after eos are ignored by
         decoding, and the causal mask keeps the earlier steps' logits the same either way."""
         memory = self.memory(frames)
-        tokens = torch.full_like(frames[:, :1, 0], self.bos, dtype=torch.long)  # follows a dynamic batch in export
+        # bos for every row, computed from the memory rather than a shape: the exporter folds shape-derived
+        # constants (full_like) to the export batch size after some necks (PP-OCR's SVTR).
+        tokens = (memory[:, :1, 0] * 0).long() + self.bos
         logits = []
         for _ in range(steps):
             logits.append(self._step_logits(tokens, memory)[:, -1])
