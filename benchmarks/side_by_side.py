@@ -44,12 +44,13 @@ PAIRS = (("dbnet_r18_icdar2015", "db_mobilenet_v3_large", "det", 16),
 
 
 def _bound(data: float | None, model: float, end_to_end: float | None) -> str | None:
-    """What limits end-to-end training: the loader (data alone slower than the step), the step, or neither alone
-    (``sync``: end to end well under both, i.e. loading and computing do not overlap)."""
+    """What limits end-to-end training: the loader (data alone slower than the step), the step, or the two together
+    (``contention``: end to end well under both, so loading and computing slow each other down: shared cores, the
+    main process collating and copying, host syncs)."""
     if data is None or end_to_end is None:
         return None
     if end_to_end < 0.85 * min(data, model):
-        return "sync"
+        return "contention"
     return "data" if data < model else "step"
 
 
@@ -202,8 +203,8 @@ def main() -> None:
             mine["model_only_vs_doctr"] = round(ratio, 2)
     machine = environment_info()
     for row in rows:
-        row.update(machine_name=args.machine, gpu=machine.get("gpu"), torch=machine.get("torch"),
-                   doctr=doctr.__version__)
+        row.update(machine_name=args.machine, gpu=(machine.get("cuda_devices") or [None])[0],
+                   torch=machine["packages"].get("torch"), doctr=doctr.__version__)
     out = args.out or RESULTS / f"side_by_side_{args.machine}_{date.today().isoformat()}.json"
     out.write_text(json.dumps(rows, indent=1) + "\n")
     print(f"wrote {out}")

@@ -57,7 +57,7 @@ if [[ $stage == rec ]]; then
 import json, sys, time
 import cv2
 from ocrforge.data.lmdb_store import LmdbReader
-from ocrforge.tasks.rec.inference import resize_to_height
+from ocrforge.data.images import resize_to_height
 cv2.setNumThreads(1)
 reader, report = LmdbReader("/tmp/lmdb128"), {"stored_height": 128, "model_height": 32, "samples": 5000}
 for decode_height in (None, 32):
