@@ -160,7 +160,11 @@ class Task(ABC):
         images = batch["image"]
         if images.dtype != torch.uint8:
             raise TypeError(f"batches carry uint8 images, got {images.dtype}")
-        mean, std = self._mean.to(images.device), self._std.to(images.device)
+        if images.is_cuda and not self._mean.is_pinned():
+            # From pinned memory the per-step copy is asynchronous: a pageable one would stall the host each step.
+            self._mean, self._std = self._mean.pin_memory(), self._std.pin_memory()
+        mean = self._mean.to(images.device, non_blocking=True)
+        std = self._std.to(images.device, non_blocking=True)
         if self.color == "BGR":
             images = images.flip(1)
         normalised = (images.float() / 255.0 - mean) / std

@@ -93,8 +93,10 @@ class CTCHead(RecHead):
             return None
         with torch.autocast(outputs["logits"].device.type, enabled=False):
             log_probs = outputs["logits"].float().log_softmax(-1).transpose(0, 1)  # [T, B, C]
-            frames = torch.full((log_probs.shape[1],), log_probs.shape[0], dtype=torch.long, device=log_probs.device)
-            return F.ctc_loss(log_probs, targets["ids"], frames, targets["lengths"], blank=0, reduction="mean",
+            # Lengths as host ints: given as device tensors, CTC copies them back (a host sync per call).
+            frames = (log_probs.shape[0],) * log_probs.shape[1]
+            lengths = targets.get("length_list") or tuple(targets["lengths"].tolist())
+            return F.ctc_loss(log_probs, targets["ids"], frames, lengths, blank=0, reduction="mean",
                               zero_infinity=True)
 
 

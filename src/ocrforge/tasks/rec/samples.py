@@ -61,8 +61,9 @@ class RecSamples(TaskSamples):
 
 def collate(samples: list[dict], task: RecognitionTask) -> dict:
     """Images (padded to the batch's widest crop when they kept their own width) and targets: ``ids`` [B, L] and
-    ``lengths`` (CTC's), ``tokens`` [B, L + 1]: the characters, then eos, then -100 (ignored by the loss)
-    (an attention decoder's)."""
+    ``lengths`` (CTC's; also as ``length_list``, plain ints that stay on the host when the batch moves to the GPU,
+    so CTC need not copy them back), ``tokens`` [B, L + 1]: the characters, then eos, then -100 (ignored by the
+    loss) (an attention decoder's)."""
     lengths = torch.tensor([len(s["ids"]) for s in samples], dtype=torch.long)
     longest = int(lengths.max()) if len(samples) else 0
     ids = torch.zeros(len(samples), max(longest, 1), dtype=torch.long)
@@ -72,7 +73,7 @@ def collate(samples: list[dict], task: RecognitionTask) -> dict:
         tokens[i, : len(s["ids"])] = ids[i, : len(s["ids"])]
         tokens[i, len(s["ids"])] = task.charset.num_classes + 1
     return {"image": _stack_images(samples, task),
-            "targets": {"ids": ids, "lengths": lengths, "tokens": tokens},
+            "targets": {"ids": ids, "lengths": lengths, "length_list": tuple(lengths.tolist()), "tokens": tokens},
             "text": [s["text"] for s in samples], "index": torch.tensor([s["index"] for s in samples]),
             "path": [s["path"] for s in samples]}
 
