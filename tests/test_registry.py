@@ -336,15 +336,6 @@ DATASET_PLUGIN = """
 
 
 @pytest.fixture
-def one_torch_thread():
-    """Tiny models: torch's intra-op thread pool costs more than it saves (about 1 s a forward on some hosts)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def forget_modules():
     """Names of plugin modules imported by a test; removed from sys.modules afterwards."""
     names: list[str] = []
