@@ -86,6 +86,8 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def pad_batch(arrays: Sequence[np.ndarray], value: float = 0.0) -> np.ndarray:
     """CxHxW arrays of different sizes -> one NxCxHmaxxWmax batch of their dtype, padded at the bottom and right."""
+    if all(a.shape == arrays[0].shape for a in arrays):
+        return np.stack(arrays)  # nothing to pad: one copy, no fill
     height = max(a.shape[1] for a in arrays)
     width = max(a.shape[2] for a in arrays)
     batch = np.full((len(arrays), arrays[0].shape[0], height, width), value, dtype=arrays[0].dtype)

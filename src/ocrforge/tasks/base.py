@@ -160,6 +160,10 @@ class Task(ABC):
         images = batch["image"]
         if images.dtype != torch.uint8:
             raise TypeError(f"batches carry uint8 images, got {images.dtype}")
+        return self.normalise(images)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """NCHW RGB images of values 0-255 (uint8, or float from batched augmentation) normalised on their device."""
         if images.is_cuda and not self._mean.is_pinned():
             # From pinned memory the per-step copy is asynchronous: a pageable one would stall the host each step.
             self._mean, self._std = self._mean.pin_memory(), self._std.pin_memory()

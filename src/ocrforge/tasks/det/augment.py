@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import shapely
 
-# warpAffine samples without low-pass filtering: below this zoom, halve the image first so thin strokes survive.
+# Below this zoom the image is halved before the warp (``_reduce_for_zoom``).
 _MIN_WARP_ZOOM = 0.5
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as OpenCV's RGB2GRAY and torchvision
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -46,6 +46,9 @@ class DetAugmentConfig:
     hue: float = 0.02  # fraction of a full turn, uniform in [-hue, hue]
     colour_prob: float = 0.8
     pad_value: int = 0  # grey level of the padding and of the corners a rotation uncovers
+    # The warp, colour change and the family's device part of the targets (DB's threshold map) run batched on the
+    # training device; the workers only decide them and draw the binary maps (device_augment.py).
+    on_device: bool = False
 
     def __post_init__(self) -> None:
         self.scale = (float(self.scale[0]), float(self.scale[1]))
@@ -87,6 +90,21 @@ class DetAugment:
     def __call__(self, image: np.ndarray, polygons: Sequence[np.ndarray], ignore: Sequence[bool],
                  rng: np.random.Generator, counts: Counter | None = None
                  ) -> tuple[np.ndarray, list[np.ndarray], list[bool]]:
+        plan = self.plan(image, polygons, ignore, rng, counts)
+        content = cv2.warpAffine(plan.image, plan.to_pixels, plan.content, flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE if plan.axis_aligned else cv2.BORDER_CONSTANT,
+                                 borderValue=(self.cfg.pad_value,) * 3)
+        if plan.colour is not None:
+            content = plan.colour.apply(content)
+        out_h, out_w = self.size
+        output = np.full((out_h, out_w, 3), self.cfg.pad_value, dtype=np.uint8)
+        output[: plan.content[1], : plan.content[0]] = content
+        return output, plan.polygons, plan.ignore
+
+    def plan(self, image: np.ndarray, polygons: Sequence[np.ndarray], ignore: Sequence[bool],
+             rng: np.random.Generator, counts: Counter | None = None) -> WarpPlan:
+        """Everything but the pixel work: the random draws (the same, in the same order, as ``__call__`` makes),
+        the polygons in output pixels, and the warp and colour change to apply, on the CPU or batched on a device."""
         if len(polygons) != len(ignore):
             raise ValueError(f"{len(polygons)} polygons but {len(ignore)} ignore flags")
         counts = counts if counts is not None else Counter()
@@ -107,12 +125,15 @@ class DetAugment:
                                    [0, content_h / (y1 - y0), -y0 * content_h / (y1 - y0)]])
         to_output = _compose(crop_to_output, to_canvas)
         polygons = _transform(crop_to_output, polygons, box=(content_w, content_h))
-
-        content = self._warp(image, to_output, content_w, content_h, zoom=scale * fit)
-        content = self._jitter_colour(content, rng)
-        output = np.full((out_h, out_w, 3), self.cfg.pad_value, dtype=np.uint8)
-        output[:content_h, :content_w] = content
-        return output, polygons, ignore
+        image, to_output = _reduce_for_zoom(image, to_output, zoom=scale * fit)
+        # OpenCV puts pixel centres at integer coordinates; the polygons' frame puts them at +0.5.
+        to_pixels = to_output.copy()
+        to_pixels[:, 2] += to_output[:, :2].sum(axis=1) * 0.5 - 0.5
+        # Without rotation the warp reads outside the image only by half a pixel at its edges: replicate there, as
+        # cv2.resize does, rather than darken the border; with rotation, the uncovered corners get the pad value.
+        axis_aligned = bool(to_pixels[0, 1] == 0 and to_pixels[1, 0] == 0)
+        return WarpPlan(image, to_pixels, (content_w, content_h), axis_aligned, self._colour_change(rng),
+                        polygons, ignore)
 
     # --- geometry -------------------------------------------------------------------------------------------------
     def _scale_rotate(self, width: int, height: int, rng: np.random.Generator
@@ -157,40 +178,92 @@ class DetAugment:
         first = found[0]
         return int(x0[first]), int(y0[first]), int(x1[first]), int(y1[first])
 
-    # --- pixels ---------------------------------------------------------------------------------------------------
-    def _warp(self, image: np.ndarray, to_output: np.ndarray, width: int, height: int, zoom: float) -> np.ndarray:
-        while zoom < _MIN_WARP_ZOOM and min(image.shape[:2]) > 1:
-            # pyrDown (Gaussian blur, every second pixel; 10x faster than INTER_AREA at odd ratios): its pixel i is
-            # centred on the source's pixel 2i, so source = 2 * small - 0.5 in continuous coordinates.
-            to_output = _compose(to_output, np.array([[2, 0, -0.5], [0, 2, -0.5]]))
-            image = cv2.pyrDown(image)
-            zoom *= 2
-        # OpenCV puts pixel centres at integer coordinates; the polygons' frame puts them at +0.5.
-        to_pixels = to_output.copy()
-        to_pixels[:, 2] += to_output[:, :2].sum(axis=1) * 0.5 - 0.5
-        # Without rotation the warp reads outside the image only by half a pixel at its edges: replicate there, as
-        # cv2.resize does, rather than darken the border; with rotation, the uncovered corners get the pad value.
-        axis_aligned = to_pixels[0, 1] == 0 and to_pixels[1, 0] == 0
-        return cv2.warpAffine(image, to_pixels, (width, height), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE if axis_aligned else cv2.BORDER_CONSTANT,
-                              borderValue=(self.cfg.pad_value,) * 3)
-
-    def _jitter_colour(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Brightness, contrast (about the mean grey), saturation (towards grey) and hue (a rotation of the YIQ
-        chroma plane) are all linear in RGB: composed into one 3x4 matrix, applied in one cv2.transform pass."""
+    def _colour_change(self, rng: np.random.Generator) -> ColourChange | None:
         cfg = self.cfg
         if rng.random() >= cfg.colour_prob:
-            return image
+            return None
         brightness, contrast, saturation = (rng.uniform(1 - x, 1 + x) for x in (cfg.brightness, cfg.contrast,
                                                                                 cfg.saturation))
         angle = rng.uniform(-cfg.hue, cfg.hue) * 2 * math.pi
-        mean_grey = float(np.dot(cv2.mean(image)[:3], _GREY_WEIGHTS)) * brightness
         desaturate = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), _GREY_WEIGHTS)
         cos, sin = math.cos(angle), math.sin(angle)
         rotate_hue = _YIQ_TO_RGB @ np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]]) @ _RGB_TO_YIQ
-        colour = rotate_hue @ desaturate
-        matrix = np.hstack([colour * contrast * brightness, (colour @ np.full(3, (1 - contrast) * mean_grey))[:, None]])
-        return cv2.transform(image, matrix)
+        return ColourChange(rotate_hue @ desaturate, brightness, contrast)
+
+
+@dataclass
+class ColourChange:
+    """Brightness, contrast (about the mean grey), saturation (towards grey) and hue (a rotation of the YIQ chroma
+    plane) are all linear in RGB: ``colour`` is the saturation and hue part, and the whole change one 3x4 matrix
+    once the image's mean grey is known."""
+
+    colour: np.ndarray  # (3, 3)
+    brightness: float
+    contrast: float
+
+    def matrix(self, mean_rgb: np.ndarray) -> np.ndarray:
+        """The 3x4 matrix for an image whose mean colour is ``mean_rgb``."""
+        mean_grey = float(np.dot(mean_rgb, _GREY_WEIGHTS)) * self.brightness
+        return np.hstack([self.colour * self.contrast * self.brightness,
+                          (self.colour @ np.full(3, (1 - self.contrast) * mean_grey))[:, None]])
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        return cv2.transform(image, self.matrix(np.asarray(cv2.mean(image)[:3])))
+
+
+@dataclass
+class WarpPlan:
+    """One training sample's augmentation, decided: ``image`` (the input, halved while the zoom is below
+    ``_MIN_WARP_ZOOM``) warped by the 2x3 ``to_pixels`` matrix (OpenCV pixel centres) into a ``content`` (W, H)
+    box at the top left of the output, the pad value around it; border replicated if ``axis_aligned``, else the pad
+    value; then ``colour`` if any. ``polygons`` and ``ignore`` are already in output pixels."""
+
+    image: np.ndarray
+    to_pixels: np.ndarray
+    content: tuple[int, int]
+    axis_aligned: bool
+    colour: ColourChange | None
+    polygons: list[np.ndarray]
+    ignore: list[bool]
+
+    def for_device(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The part of ``image`` the warp reads (with a pixel to spare for bilinear sampling: a zoomed-in crop
+        moves a fraction of the image to the device) and the warp as arrays for ``device_augment.warp_batch``:
+        ``inverse`` (2x3, output pixel -> pixel of that part, OpenCV centres), ``clamp_max`` (the last pixel's x, y
+        for a replicated border; -1 for the pad value), ``content`` (W, H), ``colour_matrix`` (3x3) and
+        ``colour_offset`` (3,: times the mean grey of the warped content)."""
+        linear, shift = self.to_pixels[:, :2], self.to_pixels[:, 2]
+        inverse_linear = np.linalg.inv(linear)
+        inverse = np.hstack([inverse_linear, (-inverse_linear @ shift)[:, None]])
+        width, height = self.content
+        corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
+        read = corners @ inverse[:, :2].T + inverse[:, 2]
+        x0, y0 = np.maximum(np.floor(read.min(axis=0)).astype(int) - 1, 0)
+        x1, y1 = np.minimum(np.ceil(read.max(axis=0)).astype(int) + 2, self.image.shape[1::-1])
+        x0, y0 = min(x0, x1 - 1), min(y0, y1 - 1)  # a warp entirely outside the image still reads one pixel
+        part = self.image[y0:y1, x0:x1]
+        inverse[:, 2] -= (x0, y0)
+        clamp_max = np.float32([x1 - x0 - 1, y1 - y0 - 1]) if self.axis_aligned else np.float32([-1, -1])
+        if self.colour is None:
+            colour_matrix, colour_offset = np.eye(3), np.zeros(3)
+        else:
+            change = self.colour
+            colour_matrix = change.colour * change.contrast * change.brightness
+            colour_offset = change.colour @ np.full(3, (1 - change.contrast) * change.brightness)
+        return part, {"inverse": inverse.astype(np.float32), "clamp_max": clamp_max,
+                      "content": np.int64(self.content), "colour_matrix": colour_matrix.astype(np.float32),
+                      "colour_offset": colour_offset.astype(np.float32)}
+
+
+def _reduce_for_zoom(image: np.ndarray, to_output: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:
+    """warpAffine samples without low-pass filtering: halve the image while the zoom is below ``_MIN_WARP_ZOOM``,
+    so thin strokes survive. pyrDown (Gaussian blur, every second pixel; 10x faster than INTER_AREA at odd ratios):
+    its pixel i is centred on the source's pixel 2i, so source = 2 * small - 0.5 in continuous coordinates."""
+    while zoom < _MIN_WARP_ZOOM and min(image.shape[:2]) > 1:
+        to_output = _compose(to_output, np.array([[2, 0, -0.5], [0, 2, -0.5]]))
+        image = cv2.pyrDown(image)
+        zoom *= 2
+    return image, to_output
 
 
 # --- polygon helpers ----------------------------------------------------------------------------------------------

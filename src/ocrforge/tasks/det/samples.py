@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from ...data.collate import COUNT_KEY, chw_tensor
 from ...data.images import pad_batch
 from ..base import TaskSamples
-from .augment import DetAugment
+from .augment import DetAugment, WarpPlan
 from .inference import resize_for_inference
 
 if TYPE_CHECKING:
@@ -37,28 +37,56 @@ class DetSamples(TaskSamples):
         counts: Counter = Counter()
         image, polygons, ignore = sample["image"], sample["polygons"], sample["ignore"]
         original = image.shape[:2]
+        out: dict[str, Any] = {"index": index, "path": sample["path"], "size": original}
+        targets = self.task.targets
         if self.augmenter is not None:
             rng = np.random.default_rng(np.random.randint(2**31))  # np.random is seeded per (seed, epoch, index)
+            if self.task.augment_config.on_device:
+                out.update(self._for_device(self.augmenter.plan(image, polygons, ignore, rng, counts), counts))
+                out[COUNT_KEY] = {k: v for k, v in counts.items() if v}
+                return out
             image, polygons, ignore = self.augmenter(image, polygons, ignore, rng, counts)
         else:
             image = resize_for_inference(image, **self.task.eval_resize)
             scale = np.float32([image.shape[1] / original[1], image.shape[0] / original[0]])
             polygons = [p * scale for p in polygons]
-        targets = self.task.targets
-        maps = targets(polygons, ignore, image.shape[0], image.shape[1], counts)
-        out = {"image": chw_tensor(image),
-               "targets": {k: torch.from_numpy(maps[k].astype(dtype)) for k, dtype in targets.maps.items()},
-               "index": index,
-               "path": sample["path"], "size": original, COUNT_KEY: {k: v for k, v in counts.items() if v}}
-        if not self.train:
             out.update(gt_polygons=sample["polygons"], gt_ignore=sample["ignore"])
+        maps = targets(polygons, ignore, image.shape[0], image.shape[1], counts)
+        out.update(image=chw_tensor(image), targets=_travel(maps, targets.maps),
+                   **{COUNT_KEY: {k: v for k, v in counts.items() if v}})
         return out
 
+    def _for_device(self, plan: WarpPlan, counts: Counter) -> dict[str, Any]:
+        """The sample as ``data.augment.on_device`` sends it: the image part the warp reads (HWC uint8), the warp,
+        the maps drawn here and the inputs of those the family draws on the device (if it can)."""
+        targets = self.task.targets
+        height, width = self.augmenter.size
+        if hasattr(targets, "host_part"):
+            maps, device_inputs = targets.host_part(plan.polygons, plan.ignore, height, width, counts)
+        else:
+            maps, device_inputs = targets(plan.polygons, plan.ignore, height, width, counts), {}
+        part, warp = plan.for_device()
+        return {"image": torch.from_numpy(np.ascontiguousarray(part)),
+                "warp": {k: torch.from_numpy(v) for k, v in warp.items()},
+                "targets": _travel(maps, targets.maps),
+                "device_targets": {k: torch.from_numpy(v) for k, v in device_inputs.items()}}
 
-def collate_det(samples: list[dict]) -> dict:
+
+def _travel(maps: dict[str, np.ndarray], dtypes: dict[str, type]) -> dict[str, torch.Tensor]:
+    """The maps in their travel dtypes (no copy where a family draws them in those already)."""
+    return {k: torch.from_numpy(np.asarray(maps[k], dtype=dtypes[k])) for k in maps if k in dtypes}
+
+
+def collate_det(samples: list[dict], pad_value: int = 0) -> dict:
     """Images and each target map padded at the bottom/right to the largest in the batch. Maps are (H, W) or
-    (C, H, W); padding is 0, which every family's masks read as "not learnt from"."""
-    images = pad_batch([s["image"].numpy() for s in samples])
+    (C, H, W); padding is 0, which every family's masks read as "not learnt from". Samples for the device
+    (``"warp"`` in them) carry HWC image parts, padded with the augmentation's ``pad_value``, their warps stacked and
+    their device inputs (rows per sample) padded with zero rows."""
+    on_device = "warp" in samples[0]
+    if on_device:
+        images = _pad_hwc([s["image"].numpy() for s in samples], pad_value)
+    else:
+        images = pad_batch([s["image"].numpy() for s in samples])
     targets = {}
     for key, first in samples[0]["targets"].items():
         maps = [s["targets"][key].numpy() for s in samples]
@@ -67,7 +95,30 @@ def collate_det(samples: list[dict]) -> dict:
     batch = {"image": torch.from_numpy(images), "targets": targets,
              "index": torch.tensor([s["index"] for s in samples]), "path": [s["path"] for s in samples],
              "size": [tuple(s["size"]) for s in samples]}
+    if on_device:
+        batch["warp"] = {k: torch.stack([s["warp"][k] for s in samples]) for k in samples[0]["warp"]}
+        batch["device_targets"] = {k: _pad_rows([s["device_targets"][k] for s in samples])
+                                   for k in samples[0]["device_targets"]}
     if "gt_polygons" in samples[0]:
         batch["gt_polygons"] = [s["gt_polygons"] for s in samples]
         batch["gt_ignore"] = [s["gt_ignore"] for s in samples]
+    return batch
+
+
+def _pad_hwc(images: list[np.ndarray], value: int) -> np.ndarray:
+    """(B, H max, W max, 3) uint8; only the margins are filled (a whole-batch fill costs as much as the copy)."""
+    height, width = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+    batch = np.empty((len(images), height, width, 3), dtype=np.uint8)
+    for out, image in zip(batch, images):
+        out[: image.shape[0], : image.shape[1]] = image
+        out[image.shape[0]:] = value
+        out[: image.shape[0], image.shape[1]:] = value
+    return batch
+
+
+def _pad_rows(rows: list[torch.Tensor]) -> torch.Tensor:
+    """(B, max N, K) from per-sample (N, K) tensors, padded with zero rows."""
+    batch = rows[0].new_zeros((len(rows), max(max(len(r) for r in rows), 1), rows[0].shape[1]))
+    for out, r in zip(batch, rows):
+        out[: len(r)] = r
     return batch

@@ -18,6 +18,7 @@ from ...errors import ConfigError
 from ...registry import DET_LOSSES, DET_MODELS, DET_POSTPROCESSORS, DET_TARGETS, TASKS, Registry
 from ..base import Task
 from .augment import DetAugmentConfig
+from .device_augment import warp_batch
 from .export import DetExport
 from .inference import detect_image, resized_shape
 from .metric import DetectionMetric, evaluate_image
@@ -91,7 +92,7 @@ class DetectionTask(Task):
         return None if raw is None else DetSamples(raw, self, train=split == "train")
 
     def collate(self, samples: list[dict]) -> dict:
-        return collate_det(samples)
+        return collate_det(samples, self.augment_config.pad_value)
 
     def build_loss(self) -> nn.Module:
         return DET_LOSSES.build(self.family_spec("loss"))
@@ -103,6 +104,17 @@ class DetectionTask(Task):
         return "val/hmean", "max"
 
     # --- running --------------------------------------------------------------------------------------------
+    def forward_train(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        """With ``data.augment.on_device`` the batch holds the source image parts and their warps: the images are
+        made here, and the family's device part of the targets is added to ``batch["targets"]`` for the loss."""
+        if "warp" not in batch:
+            return super().forward_train(model, batch)
+        size = tuple(int(v) for v in self.cfg.data.image_size)
+        images = warp_batch(batch["image"], batch["warp"], size, self.augment_config.pad_value)
+        if batch["device_targets"]:
+            self.targets.device_part(batch["targets"], batch["device_targets"])
+        return model(self.normalise(images))
+
     def forward_eval(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         """Each input size runs on its own, unpadded: padding would change the maps near the border, and a score
         would depend on the other images of its batch (``predict`` and ``ocr`` never pad either)."""

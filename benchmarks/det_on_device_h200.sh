@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# data.augment.on_device on one GPU machine, in two stages that each fit a 10-minute command:
+#   speed    det_on_device.py (CUDA against the CPU path, cost per batch), then `ocrforge bench` of the DBNet-R18,
+#            DBNet-R50 and PP-OCRv5 mobile detector configs with the CPU path and on the device (bf16, 15 workers,
+#            channels_last), and R18 compiled.
+#   quality  the PP-OCRv5 mobile fine-tune recipe, short, trained with each path and tested on the same images.
+# Usage (repository root, ocrforge importable): benchmarks/det_on_device_h200.sh speed|quality OUT DIR
+#   DIR holds images/, gt/, train.txt and val.txt (ICDAR 2015 format).
+set -uo pipefail
+stage=$1 out=$2 dir=$3
+workers=${WORKERS:-15} seconds=${SECONDS_PER_PART:-8} steps=${STEPS:-60}
+mkdir -p "$out"
+note() { echo "$*" | tee -a "$out/summary.txt"; }
+timed() {  # NAME COMMAND...: stdout and stderr to OUT/NAME.log, wall time and exit status to the summary
+  local name=$1 began=$SECONDS
+  shift
+  "$@" > "$out/$name.log" 2>&1
+  note "$name rc=$? $((SECONDS - began))s"
+}
+train_data=(data.train.images_dir="$dir/images" data.train.labels="$dir/gt" data.train.files="$dir/train.txt")
+val_data=(data.val.images_dir="$dir/images" data.val.labels="$dir/gt" data.val.files="$dir/val.txt")
+
+if [[ $stage == speed ]]; then
+  timed check python benchmarks/det_on_device.py --images "$dir/images" --labels "$dir/gt" \
+    --files "$dir/train.txt" --out "$out/check.json"
+  for config in dbnet_r18_icdar2015 dbnet_r50_icdar2015 ppocrv5_mobile_det_finetune; do
+    for on_device in false true; do
+      timed "bench_${config}_on_device_$on_device" python -m ocrforge.cli bench "configs/det/$config.yaml" --amp \
+        --channels-last --seconds "$seconds" --warmup-seconds 4 --steps "$steps" \
+        --out "$out/bench_${config}_on_device_$on_device.json" \
+        -o "${train_data[@]}" data.train.num_workers="$workers" data.augment.on_device=$on_device load_from=null
+    done
+  done
+  timed bench_dbnet_r18_icdar2015_on_device_true_compile python -m ocrforge.cli bench \
+    configs/det/dbnet_r18_icdar2015.yaml --amp --channels-last --compile --seconds "$seconds" --warmup-seconds 4 \
+    --steps "$steps" --out "$out/bench_dbnet_r18_icdar2015_on_device_true_compile.json" \
+    -o "${train_data[@]}" data.train.num_workers="$workers" data.augment.on_device=true
+elif [[ $stage == quality ]]; then
+  for on_device in false true; do
+    timed "finetune_on_device_$on_device" python -m ocrforge.cli train configs/det/ppocrv5_mobile_det_finetune.yaml \
+      -o "${train_data[@]}" "${val_data[@]}" data.train.num_workers="$workers" data.augment.on_device=$on_device \
+      train.max_epochs="${EPOCHS:-20}" train.check_val_every_n_epoch=10 work_dir="$out/work_dirs" \
+      exp_name="finetune_on_device_$on_device" logging.tensorboard=false
+    cp "$out"/work_dirs/det/finetune_on_device_"$on_device"_*/metrics.json "$out/finetune_on_device_$on_device.json"
+  done
+fi

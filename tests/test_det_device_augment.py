@@ -1,0 +1,179 @@
+"""``data.augment.on_device``: the workers plan each sample and draw the binary maps; the warp, colour change and
+DB's threshold map run batched on the training device. On CPU tensors they give what the CPU path gives: the same
+polygons and binary maps exactly, images within two grey levels (OpenCV's fixed-point bilinear weights against
+float ones), threshold maps within float16's rounding."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import QUIET, assert_same_training_state, tiny_det_config
+
+from ocrforge.cli import main
+from ocrforge.config import load_config
+from ocrforge.data.collate import COUNT_KEY
+from ocrforge.engine.module import build_task
+from ocrforge.tasks.det.augment import DetAugment
+from ocrforge.tasks.det.dbnet.device_targets import border_map, threshold_map
+from ocrforge.tasks.det.dbnet.targets import DBTargets, make_db_targets
+from ocrforge.tasks.det.device_augment import warp_batch
+from ocrforge.tasks.det.synth_pages import SynthPagesDataset
+
+SIZE = (128, 160)
+GREY_LEVELS = 2  # the largest difference allowed in any pixel
+MEAN_GREY_LEVELS = 0.25  # and on average over an image
+
+
+def _pages(count: int) -> list[dict]:
+    pages = SynthPagesDataset(height=224, width=288, num_samples=count, seed=5)
+    return [pages[i] for i in range(count)]
+
+
+def _device_task(tmp_path: Path, on_device: bool, **augment):
+    cfg = load_config(tiny_det_config(tmp_path, data={"image_size": list(SIZE),
+                                                      "augment": {"on_device": on_device, **augment}}))
+    return build_task(cfg)
+
+
+def _batch(task, seeds: list[int]) -> dict:
+    """Training samples of synthetic pages, the same random draws for the same seeds in either path."""
+    dataset = task.build_dataset("train")
+    samples = []
+    for index, seed in enumerate(seeds):
+        np.random.seed(seed)
+        samples.append(dataset[index % len(dataset)])
+    counts = [s[COUNT_KEY] for s in samples]
+    return {**task.collate(samples), COUNT_KEY: counts}
+
+
+@pytest.mark.parametrize("pad_value", [0, 114])
+def test_batched_warp_gives_the_cpu_images(pad_value: int) -> None:
+    # scale (0.3, 3): samples halved before the warp, zoomed in; rotation on half of them; colour on most
+    augment = DetAugment(size=SIZE, scale=(0.3, 3.0), rotation=20.0, pad_value=pad_value)
+    pages = _pages(4)
+    expected, parts, warps, rotated = [], [], [], 0
+    for seed in range(24):
+        page = pages[seed % len(pages)]
+        image, polygons, _ = augment(page["image"], page["polygons"], page["ignore"], np.random.default_rng(seed))
+        plan = augment.plan(page["image"], page["polygons"], page["ignore"], np.random.default_rng(seed))
+        assert all(np.array_equal(a, b) for a, b in zip(polygons, plan.polygons, strict=True))
+        part, warp = plan.for_device()
+        assert part.shape[0] <= page["image"].shape[0] and part.shape[1] <= page["image"].shape[1]
+        expected.append(image)
+        parts.append(part)
+        warps.append(warp)
+        rotated += not plan.axis_aligned
+    assert 0 < rotated < 24
+    batch = torch.full((len(parts), max(p.shape[0] for p in parts), max(p.shape[1] for p in parts), 3), pad_value,
+                       dtype=torch.uint8)
+    for out, part in zip(batch, parts):
+        out[: part.shape[0], : part.shape[1]] = torch.from_numpy(part)
+    stacked = {k: torch.stack([torch.from_numpy(w[k]) for w in warps]) for k in warps[0]}
+    images = warp_batch(batch, stacked, SIZE, pad_value)
+    assert images.shape == (len(parts), 3, *SIZE)
+    for got, want in zip(images, expected):
+        difference = (got.permute(1, 2, 0) - torch.from_numpy(want).float()).abs()
+        assert difference.max() <= GREY_LEVELS and difference.mean() <= MEAN_GREY_LEVELS
+
+
+def test_device_threshold_map_is_the_cpu_one() -> None:
+    targets = DBTargets()
+    page = _pages(1)[0]
+    height, width = page["image"].shape[:2]
+    maps, inputs = targets.host_part(page["polygons"], page["ignore"], height, width)
+    cpu = make_db_targets(page["polygons"], page["ignore"], height, width)
+    for key in maps:  # drawn in uint8 here, in float32 there
+        assert np.array_equal(maps[key], cpu[key].astype(np.uint8)), key
+    edges = torch.from_numpy(inputs["border_edges"])[None]
+    assert len(edges[0]) == 4 * sum(not flag for flag in page["ignore"])  # quads: four edges each
+    got = threshold_map(edges, height, width, targets.thresh_min, targets.thresh_max)[0].numpy()
+    assert np.abs(got - cpu["threshold_map"]).max() < 1e-5
+    assert cpu["threshold_map"].max() > targets.thresh_min + 0.3  # the map is not flat: the test can fail
+    # padding rows (an empty box) add nothing, and the chunked eager evaluation equals the dense one
+    padded = torch.cat([edges, torch.zeros(1, 5, 9)], dim=1)
+    assert torch.equal(border_map(padded, height, width), border_map(edges, height, width))
+
+
+def test_device_batches_give_the_cpu_batches(tmp_path: Path) -> None:
+    seeds = [3, 4, 5, 6]
+    cpu_task, device_task = _device_task(tmp_path / "cpu", False), _device_task(tmp_path / "dev", True)
+    cpu, device = _batch(cpu_task, seeds), _batch(device_task, seeds)
+    assert device["image"].shape[-1] == 3 and "warp" in device  # HWC source parts travel, not the output
+    images = warp_batch(device["image"], device["warp"], SIZE, 0)
+    difference = (images - cpu["image"].float()).abs()
+    assert difference.max() <= GREY_LEVELS and difference.mean() <= MEAN_GREY_LEVELS
+    device_task.targets.device_part(device["targets"], device["device_targets"])
+    for key in ("shrink_map", "shrink_mask", "threshold_mask"):
+        assert torch.equal(device["targets"][key], cpu["targets"][key]), key
+    threshold = device["targets"]["threshold_map"]
+    assert threshold.dtype == torch.float32
+    assert (threshold - cpu["targets"]["threshold_map"].float()).abs().max() < 1e-3  # float16 in the CPU batch
+    assert cpu[COUNT_KEY] == device[COUNT_KEY]
+
+
+def test_a_sample_without_text_still_batches(tmp_path: Path) -> None:
+    task = _device_task(tmp_path, True)
+    maps, inputs = task.targets.host_part([], [], *SIZE)
+    assert inputs["border_edges"].shape == (0, 9) and maps["shrink_mask"].all()
+    threshold = threshold_map(torch.zeros(2, 1, 9), *SIZE, 0.3, 0.7)
+    assert torch.allclose(threshold, torch.full((2, *SIZE), 0.3))
+
+
+@pytest.mark.slow
+def test_training_on_device_augmentation_is_reproducible_and_psenet_trains_too(tmp_path: Path) -> None:
+    checkpoints = []
+    for name in ("first", "second"):
+        config = tiny_det_config(tmp_path / name, **QUIET, data={"augment": {"on_device": True}},
+                                 ema={"enabled": True})
+        assert main(["train", str(config)]) == 0
+        (run,) = (tmp_path / name / "work_dirs" / "tests").glob("det_2*")
+        final = json.loads((run / "metrics.json").read_text())["final"]
+        assert np.isfinite(final["val/loss"])
+        checkpoints.append(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False))
+    assert checkpoints[0]["global_step"] == 2
+    assert_same_training_state(checkpoints[0], checkpoints[1], "same seed, on-device augmentation")
+    # A family without a device part (PSENet draws all its maps in the workers): only the pixels move.
+    task = build_task(load_config(tiny_det_config(
+        tmp_path / "pse", data={"augment": {"on_device": True}},
+        model={"type": "PSENet", "backbone": {"type": "TimmFeaturePyramid", "name": "lcnet_050"},
+               "neck": {"type": "DBFPN", "channels": 32}})))
+    batch = _batch(task, [1, 2])
+    assert batch["device_targets"] == {}
+    model, loss = task.build_model(), task.build_loss()
+    losses = loss(task.forward_train(model, batch), batch)
+    assert torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert Counter(type(p.grad) for p in model.parameters() if p.requires_grad)[torch.Tensor] > 0
+
+
+def test_sync_free_hard_negative_mining_is_topk_mining() -> None:
+    from ocrforge.tasks.det.dbnet.loss import _balanced_bce_on_device, balanced_bce
+
+    generator = torch.Generator().manual_seed(0)
+    prob = torch.rand(2, 40, 50, generator=generator)
+    gt = (torch.rand(2, 40, 50, generator=generator) < 0.1).float()
+    mask = (torch.rand(2, 40, 50, generator=generator) < 0.9).float()
+    for ratio in (0.5, 3.0, 1000.0):  # a few, many, more negatives than there are
+        expected = balanced_bce(prob, gt, mask, ratio)  # CPU: topk of a count read back
+        loss = torch.nn.functional.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), gt, reduction="none")
+        got = _balanced_bce_on_device(loss * (1 - gt) * mask, (loss * gt * mask).sum(), (gt * mask).sum(),
+                                      ((1 - gt) * mask).sum(), ratio)
+        assert torch.allclose(got, expected, rtol=1e-5), ratio
+
+
+@pytest.mark.slow
+def test_compiled_threshold_map_is_the_eager_one() -> None:
+    """The fused path (torch.compile, the default on CUDA) over padded edge buckets; here on the CPU backend."""
+    page = _pages(1)[0]
+    height, width = page["image"].shape[:2]
+    _, inputs = DBTargets().host_part(page["polygons"], page["ignore"], height, width)
+    edges = torch.from_numpy(inputs["border_edges"])[None].repeat(2, 1, 1)
+    for count in (len(edges[0]), 3):  # two buckets
+        eager = threshold_map(edges[:, :count], height, width, 0.3, 0.7, fused=False)
+        fused = threshold_map(edges[:, :count], height, width, 0.3, 0.7, fused=True)
+        assert (eager - fused).abs().max() < 1e-6
