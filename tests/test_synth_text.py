@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import pickle
 import re
 import shutil
 import string
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,7 @@ from PIL import ImageFont
 from ocrforge.data.charset import Charset
 from ocrforge.data.fonts import discover_fonts
 from ocrforge.data.synth_text import DEFAULT_LANGUAGES, SynthWordsDataset, TextSampler, WordRenderer, pack_dir
-from ocrforge.data.synth_text.fonts_pack import cached_font
+from ocrforge.data.synth_text.fonts_pack import _NO_LIGATURES, cached_font, has_kerning
 
 CJK_TEXT = "東京 Tokyo"
 # Where operating systems keep CJK fonts (.ttc collections are not read by ocrforge.data.fonts, so only single fonts).
@@ -183,3 +187,42 @@ def test_dataset_items() -> None:
         dataset[4]
     clone = pickle.loads(pickle.dumps(dataset))  # DataLoader workers started with "spawn" receive a pickle
     assert clone[2]["label"] == item["label"] and np.array_equal(clone[2]["image"], item["image"])
+
+
+def test_fonts_without_kerning_are_not_measured_and_measure_zero() -> None:
+    """Pairs of a font with no 'kern' feature or table get 0 without a layout call; the layout engine agrees."""
+    mono = str(next(pack_dir().glob("roboto-mono/*400*.woff")))
+    kerned = str(next(pack_dir().glob("roboto/*latin-400-normal.woff")))
+    assert not has_kerning(mono) and has_kerning(kerned)
+    font = ImageFont.truetype(mono, 50)
+    chars = string.ascii_letters + string.digits + ".,-/'"
+    singles = {c: font.getlength(c, features=_NO_LIGATURES) for c in chars}
+    for a, b in itertools.product(chars, repeat=2):
+        assert font.getlength(a + b, features=_NO_LIGATURES) == singles[a] + singles[b], a + b
+    assert cached_font(mono, 32)._kerning.adjust("AV") == 0.0
+    assert cached_font(kerned, 32)._kerning.adjust("AV") < 0  # a kerning font is still measured
+
+
+def test_overlapping_glyphs_keep_the_darker_coverage() -> None:
+    """Glyphs are copied where the line is still blank and combined by maximum where they overlap (italics,
+    negative kerning): the mask equals each glyph drawn alone and combined with np.maximum."""
+    font = cached_font(str(next(pack_dir().glob("caveat/*400*.woff"))), 32)
+    text = "AVAfjyTy"
+    mask, _ = font.render(text, margin=4)
+    expected = np.zeros_like(mask)
+    for i in range(len(text)):  # glyph i alone: the prefix up to i minus the prefix before it, drawn onto its own
+        prefix = font.render(text[:i + 1], margin=4)[0]
+        expected[:prefix.shape[0], :prefix.shape[1]] = np.maximum(expected[:prefix.shape[0], :prefix.shape[1]],
+                                                                  prefix)
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_text_is_the_same_in_every_process() -> None:
+    """Faker's it_IT cities come from a set, whose order follows PYTHONHASHSEED: sorted, the same (seed, index)
+    gives the same city in every process."""
+    code = ("import numpy as np; from ocrforge.data.synth_text.corpus import TextSampler; "
+            "s = TextSampler(0, kinds={'place': 1.0}, languages={'it': 1.0}); "
+            "print([s._fake(np.random.default_rng([0, i]), 'it', 'city') for i in range(20)])")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}).stdout for hash_seed in (1, 2)}
+    assert len(runs) == 1

@@ -80,7 +80,13 @@ def _faker(locale: str) -> Faker:
     from faker import Faker
 
     # Unweighted choice: 3-5x faster (en_US names cost ~150 us weighted), and rare names are as useful to OCR.
-    return Faker(locale, use_weighting=False)
+    fake = Faker(locale, use_weighting=False)
+    for provider in fake.get_providers():
+        # it_IT lists its cities from a set, in an order that follows PYTHONHASHSEED (so differs per process): the
+        # same city then came out of the same seed in one process only. Sorted, the uniform draw is reproducible.
+        if isinstance(getattr(provider, "cities", None), list):
+            provider.cities = sorted(provider.cities)
+    return fake
 
 
 def _pick(rng: np.random.Generator, items: Sequence[T]) -> T:

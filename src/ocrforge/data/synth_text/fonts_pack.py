@@ -45,7 +45,7 @@ def _char_needs_shaping(ch: str) -> bool:
 
 
 def needs_shaping(text: str) -> bool:
-    return any(_char_needs_shaping(ch) for ch in text)
+    return not text.isascii() and any(_char_needs_shaping(ch) for ch in text)  # ASCII never needs shaping
 
 
 def family_name(path: str) -> str:
@@ -56,6 +56,22 @@ def family_name(path: str) -> str:
         family = font["name"].getBestFamilyName() if "name" in font else None
     # Web subsets often drop the typographic family (name ID 16), leaving "IBM Plex Sans Medium" as a family.
     return _WEIGHT_SUFFIX.sub("", family or "") or Path(path).stem
+
+
+def has_kerning(path: str) -> bool:
+    """Whether the font can move a pair of glyphs apart: a GPOS 'kern' feature or a legacy 'kern' table (the only
+    layout features that change the advance between two Latin glyphs here: 'mark'/'mkmk' place combining marks,
+    which go to the shaped path, and ligatures are switched off). Reads only the table directory and GPOS's
+    feature list (well under 1 ms)."""
+    try:
+        with TTFont(path, lazy=True, fontNumber=0) as font:
+            if "kern" in font:
+                return True
+            if "GPOS" not in font or font["GPOS"].table.FeatureList is None:
+                return False
+            return any(r.FeatureTag == "kern" for r in font["GPOS"].table.FeatureList.FeatureRecord)
+    except Exception:  # fontTools raises many kinds on odd files: measure then, as before
+        return True
 
 
 class _Kerning:
@@ -71,6 +87,8 @@ class _Kerning:
         self.font = ImageFont.truetype(path, _KERN_SIZE)
         self.pairs: dict[str, float] = {}  # pair -> adjustment at _KERN_SIZE, filled on first use
         self._singles: dict[str, float] = {}
+        # A quarter of the fonts (monospaced, handwriting) kern nothing; measuring each of their pairs cost ~50 us.
+        self.kerns = has_kerning(path)
 
     def _length(self, text: str) -> float:
         return self.font.getlength(text, features=_NO_LIGATURES)
@@ -78,6 +96,9 @@ class _Kerning:
     def adjust(self, pair: str) -> float:
         if len(self.pairs) >= 4 * _MAX_GLYPHS:
             self.pairs.clear()
+        if not self.kerns:
+            self.pairs[pair] = 0.0
+            return 0.0
         singles = self._singles
         for ch in pair:
             if ch not in singles:
@@ -157,9 +178,15 @@ class CachedFont:
         advance = int(np.ceil(pen))
         pad_x, baseline = margin - x_min, margin - y_min
         mask = np.zeros((y_max - y_min + 2 * margin, pad_x + max(x_max, advance) + margin), np.uint8)
+        inked_to = x_min  # right edge of the bitmaps placed so far: left of it glyphs may overlap (kerning, italics)
         for bitmap, x, top, w, h in placed:
             region = mask[baseline + top:baseline + top + h, pad_x + x:pad_x + x + w]
-            np.maximum(region, bitmap, out=region)
+            if x < inked_to:
+                np.maximum(region, bitmap, out=region)
+            else:  # still blank there: a plain copy is cheaper than the ufunc
+                region[...] = bitmap
+            if x + w > inked_to:
+                inked_to = x + w
         return mask, (pad_x, baseline - self.line_top, pad_x + advance, baseline + self.line_bottom)
 
     def _render_shaped(self, text: str, margin: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
