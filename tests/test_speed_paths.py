@@ -11,7 +11,7 @@ import lmdb
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_cls_config
+from conftest import tiny_cls_config, tiny_rec_config
 from omegaconf import OmegaConf
 from timm.utils import ModelEmaV3
 from torch import nn
@@ -98,6 +98,25 @@ def test_reduced_jpeg_decode_stays_at_least_as_tall_as_asked() -> None:
     assert decode_image(data).shape == (200, 600, 3)
     png = cv2.imencode(".png", np.zeros((200, 60, 3), np.uint8))[1].tobytes()
     assert jpeg_height(png) is None and decode_image(png, min_height=32).shape == (200, 60, 3)
+
+
+def test_training_splits_decode_recognition_crops_at_the_input_height(tmp_path: Path) -> None:
+    """Tall stored crops decode reduced for training (the task's default), in full for evaluation, and as the
+    config says when it sets ``decode_height``."""
+    crop = np.zeros((200, 600, 3), np.uint8)
+    cv2.putText(crop, "word", (20, 150), cv2.FONT_HERSHEY_SIMPLEX, 5, (255, 255, 255), 12)
+    (tmp_path / "crop.jpg").write_bytes(cv2.imencode(".jpg", crop)[1].tobytes())
+    (tmp_path / "labels.txt").write_text("crop.jpg\tword\n")
+    split = {"type": "RecLabelFileDataset", "label_files": [str(tmp_path / "labels.txt")], "batch_size": 1}
+
+    def heights(**train_options) -> tuple[int, int]:
+        cfg = load_config(tiny_rec_config(tmp_path, data={"train": {**split, **train_options}, "val": split}))
+        task = module_lib.build_task(cfg)
+        return tuple(task.raw_dataset(name)[0]["image"].shape[0] for name in ("train", "val"))
+
+    assert heights() == (50, 200)  # 1/4 of 200 stays >= the model's 32; validation reads the file in full
+    assert heights(decode_height=None) == (200, 200)
+    assert heights(decode_height=100) == (100, 200)
 
 
 @pytest.mark.slow

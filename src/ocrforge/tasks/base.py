@@ -92,6 +92,11 @@ class Task(ABC):
         """Values the task hands to datasets that declare them in ``config_injected`` (class names, charset)."""
         return {}
 
+    def dataset_defaults(self, split: str) -> dict[str, Any]:
+        """Values the task suggests to datasets that name them in ``task_defaults``, where the config sets none
+        (the config may still set them, or null them)."""
+        return {}
+
     def split_node(self, split: str) -> dict[str, Any] | None:
         """``data.<split>`` as a plain dict; ``test`` falls back to ``val``."""
         node = self.cfg.data.get(split) or (self.cfg.data.get("val") if split == "test" else None)
@@ -105,8 +110,11 @@ class Task(ABC):
                 return None
             spec, _ = split_data_spec(node)
             datasets = component_registry(self.name, "dataset")
-            wanted = getattr(datasets.get(spec["type"]), "config_injected", ())
+            dataset_class = datasets.get(spec["type"])
+            wanted = getattr(dataset_class, "config_injected", ())
             injected = {k: v for k, v in self.injected_dataset_args().items() if k in wanted}
+            defaults = getattr(dataset_class, "task_defaults", ())
+            spec = {**{k: v for k, v in self.dataset_defaults(split).items() if k in defaults}, **spec}
             self._raw[split] = self.check_raw_dataset(split, datasets.build(spec, **injected), injected)
         return self._raw[split]
 

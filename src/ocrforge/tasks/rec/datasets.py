@@ -24,7 +24,9 @@ class RecLabelFileDataset(Dataset):
     """``path<TAB>text`` files; ``ratios`` samples each file (PaddleOCR's ``ratio_list``), paths relative to
     ``data_root`` (default: each file's folder). Images are read from disk per sample, never held in memory.
     ``decode_height``: JPEGs at least twice this tall are decoded at 1/2, 1/4 or 1/8 size, staying at least this
-    tall (set it to the model's input height when stored crops are much larger)."""
+    tall. Training splits default to the model's input height (``task_defaults``); null decodes in full."""
+
+    task_defaults = ("decode_height",)
 
     def __init__(self, label_files: list[str], data_root: str | None = None, ratios: list[float] | None = None,
                  seed: int = 0, decode_height: int | None = None) -> None:
@@ -53,6 +55,8 @@ class RecLabelFileDataset(Dataset):
 @REC_DATASETS.register(aliases=("RecLMDB",))
 class RecLmdbDataset(Dataset):
     """One or more LMDB folders in the standard layout, concatenated; ``decode_height`` as for label files."""
+
+    task_defaults = ("decode_height",)
 
     def __init__(self, roots: list[str], decode_height: int | None = None) -> None:
         self.decode_height = decode_height
