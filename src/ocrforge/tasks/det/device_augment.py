@@ -3,6 +3,9 @@ the workers decide each sample's warp and colour change (``DetAugment.plan``) an
 warp reads; here one batched bilinear warp, the colour change and the padding give what ``DetAugment`` gives on the
 CPU, as float images of integer values 0-255 (rounded where OpenCV rounds to uint8).
 
+Why ``grid_sample`` and not torchvision.transforms.v2 on the batch: a v2 transform draws one set of parameters
+per call, so a batch would share one warp; each sample's own matrix needs the sampling grid built here.
+
 OpenCV interpolates with 5-bit fixed-point weights and ``grid_sample`` in float, so single pixels can differ by a
 grey level or two at sharp edges (``tests/test_det_device_augment.py`` states the tolerance).
 """

@@ -109,11 +109,17 @@ class DetectionTask(Task):
         made here, and the family's device part of the targets is added to ``batch["targets"]`` for the loss."""
         if "warp" not in batch:
             return super().forward_train(model, batch)
+        return model(self.normalise(self.augment_on_device(batch)))
+
+    def augment_on_device(self, batch: dict) -> torch.Tensor:
+        """The batch's images (float, 0-255) and its device-made targets, in fp32 whatever the autocast around
+        (autocast would run the colour matrix product in bf16: a grey level off at 255)."""
         size = tuple(int(v) for v in self.cfg.data.image_size)
-        images = warp_batch(batch["image"], batch["warp"], size, self.augment_config.pad_value)
-        if batch["device_targets"]:
-            self.targets.device_part(batch["targets"], batch["device_targets"])
-        return model(self.normalise(images))
+        with torch.autocast(batch["image"].device.type, enabled=False):
+            images = warp_batch(batch["image"], batch["warp"], size, self.augment_config.pad_value)
+            if batch["device_targets"]:
+                self.targets.device_part(batch["targets"], batch["device_targets"])
+        return images
 
     def forward_eval(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         """Each input size runs on its own, unpadded: padding would change the maps near the border, and a score
