@@ -1,12 +1,12 @@
-"""``data.augment.on_device`` on a GPU: the batched warp and threshold map against the CPU path on real images, and
-their cost per batch; writes JSON.
+"""``data.augment.on_device`` (and ``decode_on_device``) against the CPU path on real images, and what each costs;
+writes JSON.
 
     python benchmarks/det_on_device.py --images DIR --labels DIR --files LIST --out OUT.json [--batch 16]
 
 Always: the CPU work per sample of each path in this process (what a DataLoader worker does), and the device part
-of a batch run on CPU tensors against the CPU path. With CUDA also: the same checks on the GPU (images within two
-grey levels, binary maps equal, threshold maps within float16 rounding, compiled and eager) and the milliseconds
-per batch of the device part there.
+of a batch run on CPU tensors against the CPU path (JPEG decoding there on the CPU). With CUDA also: the same
+checks on the GPU (images within two grey levels, binary maps equal, threshold maps within float16 rounding,
+compiled and eager) and the milliseconds per batch of the device part there.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _timed_ms(function, where: torch.device, repeats: int = 5) -> float:
 
 def _compare(task, device_batch: dict, cpu_batch: dict, where: torch.device, fused: bool) -> dict:
     size = tuple(int(v) for v in task.cfg.data.image_size)
-    images = device_batch["image"].to(where)
+    images = [s.to(where) if isinstance(s, torch.Tensor) else s for s in device_batch["image"]]
     warp = {k: v.to(where) for k, v in device_batch["warp"].items()}
     edges = device_batch["device_targets"]["border_edges"].to(where)
     pad, targets = task.augment_config.pad_value, task.targets
@@ -82,6 +82,10 @@ def _compare(task, device_batch: dict, cpu_batch: dict, where: torch.device, fus
                                                                targets.thresh_max, fused=True)
     out["ms_per_batch"] = {name: _timed_ms(function, where) for name, function in timings.items()}
     return out
+
+
+def _bytes(source: object) -> int:
+    return source.numel() if isinstance(source, torch.Tensor) else source.data.size
 
 
 def _machine() -> dict:
@@ -108,14 +112,21 @@ def main() -> None:
     device_task = build_task(load_config(args.config, [*data, "data.augment.on_device=true"]))
     cpu = _batch(cpu_task, args.batch, seed=100)
     device = _batch(device_task, args.batch, seed=100)
+    decode_task = build_task(load_config(args.config, [*data, "data.augment.on_device=true",
+                                                       "data.augment.decode_on_device=true"]))
+    decoded = _batch(decode_task, args.batch, seed=100)
     report = {"machine": _machine(), "config": args.config, "batch": args.batch,
-              "source_bytes_per_sample": int(device["image"].numel() / args.batch),
+              "source_bytes_per_sample": {name: int(sum(_bytes(s) for s in b["image"]) / args.batch)
+                                          for name, b in (("on_device", device), ("decode_on_device", decoded))},
               "output_bytes_per_sample": int(cpu["image"].numel() / args.batch),
               "cpu_ms_per_sample_one_process": {"cpu_path": _per_sample_ms(cpu_task, args.samples),
-                                                "on_device_path": _per_sample_ms(device_task, args.samples)},
-              "on_cpu_tensors": _compare(device_task, device, cpu, torch.device("cpu"), fused=False)}
+                                                "on_device": _per_sample_ms(device_task, args.samples),
+                                                "decode_on_device": _per_sample_ms(decode_task, args.samples)},
+              "on_cpu_tensors": _compare(device_task, device, cpu, torch.device("cpu"), fused=False),
+              "decoded_on_cpu_tensors": _compare(decode_task, decoded, cpu, torch.device("cpu"), fused=False)}
     if torch.cuda.is_available():
         report["on_cuda"] = _compare(device_task, device, cpu, torch.device("cuda"), fused=True)
+        report["decoded_on_cuda"] = _compare(decode_task, decoded, cpu, torch.device("cuda"), fused=True)
     print(json.dumps(report, indent=1))
     with open(args.out, "w") as file:
         file.write(json.dumps(report, indent=1) + "\n")

@@ -9,19 +9,21 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import QUIET, assert_same_training_state, tiny_det_config
+from PIL import Image
 
 from ocrforge.cli import main
 from ocrforge.config import load_config
 from ocrforge.data.collate import COUNT_KEY
 from ocrforge.engine.module import build_task
-from ocrforge.tasks.det.augment import DetAugment
+from ocrforge.tasks.det.augment import DetAugment, DetAugmentConfig
 from ocrforge.tasks.det.dbnet.device_targets import border_map, threshold_map
 from ocrforge.tasks.det.dbnet.targets import DBTargets, make_db_targets
-from ocrforge.tasks.det.device_augment import warp_batch
+from ocrforge.tasks.det.device_augment import EncodedImage, pyr_down, warp_batch
 from ocrforge.tasks.det.synth_pages import SynthPagesDataset
 
 SIZE = (128, 160)
@@ -56,25 +58,22 @@ def test_batched_warp_gives_the_cpu_images(pad_value: int) -> None:
     # scale (0.3, 3): samples halved before the warp, zoomed in; rotation on half of them; colour on most
     augment = DetAugment(size=SIZE, scale=(0.3, 3.0), rotation=20.0, pad_value=pad_value)
     pages = _pages(4)
-    expected, parts, warps, rotated = [], [], [], 0
+    expected, parts, warps, rotated, halved = [], [], [], 0, 0
     for seed in range(24):
         page = pages[seed % len(pages)]
         image, polygons, _ = augment(page["image"], page["polygons"], page["ignore"], np.random.default_rng(seed))
-        plan = augment.plan(page["image"], page["polygons"], page["ignore"], np.random.default_rng(seed))
+        plan = augment.plan(page["image"].shape[:2], page["polygons"], page["ignore"], np.random.default_rng(seed))
         assert all(np.array_equal(a, b) for a, b in zip(polygons, plan.polygons, strict=True))
-        part, warp = plan.for_device()
+        part, warp = plan.for_device(page["image"])
         assert part.shape[0] <= page["image"].shape[0] and part.shape[1] <= page["image"].shape[1]
         expected.append(image)
         parts.append(part)
         warps.append(warp)
         rotated += not plan.axis_aligned
-    assert 0 < rotated < 24
-    batch = torch.full((len(parts), max(p.shape[0] for p in parts), max(p.shape[1] for p in parts), 3), pad_value,
-                       dtype=torch.uint8)
-    for out, part in zip(batch, parts):
-        out[: part.shape[0], : part.shape[1]] = torch.from_numpy(part)
+        halved += plan.halvings > 0
+    assert 0 < rotated < 24 and 0 < halved < 24
     stacked = {k: torch.stack([torch.from_numpy(w[k]) for w in warps]) for k in warps[0]}
-    images = warp_batch(batch, stacked, SIZE, pad_value)
+    images = warp_batch([torch.from_numpy(np.ascontiguousarray(p)) for p in parts], stacked, SIZE, pad_value)
     assert images.shape == (len(parts), 3, *SIZE)
     for got, want in zip(images, expected):
         difference = (got.permute(1, 2, 0) - torch.from_numpy(want).float()).abs()
@@ -103,7 +102,7 @@ def test_device_batches_give_the_cpu_batches(tmp_path: Path) -> None:
     seeds = [3, 4, 5, 6]
     cpu_task, device_task = _device_task(tmp_path / "cpu", False), _device_task(tmp_path / "dev", True)
     cpu, device = _batch(cpu_task, seeds), _batch(device_task, seeds)
-    assert device["image"].shape[-1] == 3 and "warp" in device  # HWC source parts travel, not the output
+    assert all(part.shape[-1] == 3 for part in device["image"])  # HWC source parts travel, not the output
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as in bf16 training: the augmentation stays fp32
         images = device_task.augment_on_device(device)
     assert torch.equal(images, warp_batch(device["image"], device["warp"], SIZE, 0))
@@ -178,3 +177,66 @@ def test_compiled_threshold_map_is_the_eager_one() -> None:
         eager = threshold_map(edges[:, :count], height, width, 0.3, 0.7, fused=False)
         fused = threshold_map(edges[:, :count], height, width, 0.3, 0.7, fused=True)
         assert (eager - fused).abs().max() < 1e-6
+
+
+def test_pyr_down_on_the_device_is_opencvs() -> None:
+    generator = np.random.default_rng(0)
+    for height, width in ((37, 50), (64, 41), (3, 9)):
+        image = cv2.GaussianBlur(generator.integers(0, 256, (height, width, 3), dtype=np.uint8), (3, 3), 1)
+        got = pyr_down(torch.from_numpy(image).permute(2, 0, 1).float()).permute(1, 2, 0).numpy()
+        expected = cv2.pyrDown(image)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1  # OpenCV rounds halves up, torch to even
+
+
+def _icdar_folder(root: Path, pages: list[dict]) -> tuple[Path, Path]:
+    """The pages as ICDAR 2015 files: baseline JPEGs, and, to be decoded by the workers, one PNG and one JPEG
+    with an EXIF rotation of 1 (none: still decodable on the device) and one of 6 (not)."""
+    images, labels = root / "images", root / "gt"
+    images.mkdir(parents=True)
+    labels.mkdir()
+    for i, page in enumerate(pages):
+        bgr = cv2.cvtColor(page["image"], cv2.COLOR_RGB2BGR)
+        name = f"img_{i}.png" if i == 1 else f"img_{i}.jpg"
+        if i in (2, 3):
+            exif = Image.Exif()
+            exif[274] = 1 if i == 2 else 6
+            Image.fromarray(page["image"]).save(images / name, "JPEG", quality=95, exif=exif)
+        else:
+            cv2.imwrite(str(images / name), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95] if i != 1 else [])
+        lines = [",".join(map(str, np.rint(polygon).astype(int).reshape(-1))) + (",###" if flag else ",word")
+                 for polygon, flag in zip(page["polygons"], page["ignore"])]
+        (labels / f"gt_img_{i}.txt").write_text("\n".join(lines) + "\n")
+    return images, labels
+
+
+def test_jpeg_files_decoded_on_the_device_give_the_cpu_batches(tmp_path: Path) -> None:
+    pages = _pages(6)
+    images, labels = _icdar_folder(tmp_path / "icdar", pages)
+    dataset = {"type": "Icdar2015Dataset", "images_dir": str(images), "labels": str(labels), "batch_size": 2,
+               "num_workers": 0}
+    augment = {"scale": [0.4, 1.5]}  # 64x96 crops of 224x288 pages: zooms below 0.5, halved before the warp
+
+    def task(**options):
+        return build_task(load_config(tiny_det_config(tmp_path / str(len(options)), data={
+            "image_size": [64, 96], "train": dataset, "augment": {**augment, **options}})))
+
+    seeds = list(range(6)) * 2
+    cpu = _batch(task(), seeds)
+    device_task = task(on_device=True, decode_on_device=True)
+    device = _batch(device_task, seeds)
+    kinds = [type(source).__name__ for source in device["image"]]
+    assert kinds.count("EncodedImage") == 8 and kinds.count("Tensor") == 4  # the PNG and the EXIF 6 JPEG: workers
+    assert any(s.halvings for s in device["image"] if isinstance(s, EncodedImage))
+    got = device_task.augment_on_device(device)
+    difference = (got - cpu["image"].float()).abs()
+    assert difference.mean() <= MEAN_GREY_LEVELS
+    assert (difference > GREY_LEVELS).float().mean() < 1e-3  # pyrDown's rounding, amplified by the warp: rare
+    for key in ("shrink_map", "shrink_mask", "threshold_mask"):
+        assert torch.equal(device["targets"][key], cpu["targets"][key]), key
+    assert [tuple(size) for size in device["size"]] == [tuple(size) for size in cpu["size"]]
+
+
+def test_decoding_on_the_device_needs_the_warp_there() -> None:
+    with pytest.raises(ValueError, match="decode_on_device"):
+        DetAugmentConfig(decode_on_device=True)

@@ -4,6 +4,7 @@ the same LMDB, and bench can measure the model alone."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -13,11 +14,12 @@ import pytest
 import torch
 from conftest import tiny_cls_config, tiny_rec_config
 from omegaconf import OmegaConf
+from PIL import Image
 from timm.utils import ModelEmaV3
 from torch import nn
 
 from ocrforge.config import load_config
-from ocrforge.data.images import decode_image, jpeg_height
+from ocrforge.data.images import decode_image, device_decodable_jpeg, jpeg_height
 from ocrforge.data.synth_text.export import export_synth_rec
 from ocrforge.engine import module as module_lib
 from ocrforge.engine.callbacks import ModelEma
@@ -98,6 +100,26 @@ def test_reduced_jpeg_decode_stays_at_least_as_tall_as_asked() -> None:
     assert decode_image(data).shape == (200, 600, 3)
     png = cv2.imencode(".png", np.zeros((200, 60, 3), np.uint8))[1].tobytes()
     assert jpeg_height(png) is None and decode_image(png, min_height=32).shape == (200, 60, 3)
+
+
+def test_jpegs_a_gpu_decodes_as_opencv_does_are_told_apart() -> None:
+    """``device_decodable_jpeg``: sizes of baseline grey or colour JPEGs; None where a device decoder would differ
+    from cv2.imdecode or fail (progressive, CMYK, an EXIF rotation, not a JPEG)."""
+    image = Image.fromarray(np.zeros((40, 60, 3), np.uint8))
+
+    def encoded(picture: Image.Image, **options) -> np.ndarray:
+        out = io.BytesIO()
+        picture.save(out, options.pop("format", "JPEG"), **options)
+        return np.frombuffer(out.getvalue(), np.uint8)
+
+    rotated, upright = Image.Exif(), Image.Exif()
+    rotated[0x0112], upright[0x0112] = 6, 1
+    assert device_decodable_jpeg(encoded(image)) == (40, 60)
+    assert device_decodable_jpeg(encoded(image.convert("L"))) == (40, 60)
+    assert device_decodable_jpeg(encoded(image, exif=upright)) == (40, 60)
+    for other in (encoded(image, exif=rotated), encoded(image, progressive=True), encoded(image.convert("CMYK")),
+                  encoded(image, format="PNG"), np.zeros(0, np.uint8)):
+        assert device_decodable_jpeg(other) is None
 
 
 def test_training_splits_decode_recognition_crops_at_the_input_height(tmp_path: Path) -> None:

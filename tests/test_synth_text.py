@@ -226,3 +226,24 @@ def test_text_is_the_same_in_every_process() -> None:
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}).stdout for hash_seed in (1, 2)}
     assert len(runs) == 1
+
+
+def test_render_does_not_depend_on_what_was_rendered_before() -> None:
+    """Each index draws from its own generator: order and repeats change nothing (DataLoader workers and resumed
+    runs see indices in any order)."""
+    a, b = WordRenderer(seed=7), WordRenderer(seed=7)
+    first = [a.render(i).image for i in (3, 4, 5)]
+    b.render(9)
+    again = [b.render(i).image for i in (5, 4, 3)][::-1]
+    for x, y in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_border_colour_is_the_median_of_the_edge() -> None:
+    from ocrforge.data.images import border_colour
+
+    rng = np.random.default_rng(0)
+    for shape in ((32, 120, 3), (32, 121, 3), (1, 1, 3), (2, 3, 3)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+        np.testing.assert_array_equal(border_colour(image), np.median(edge, axis=0).astype(np.uint8))

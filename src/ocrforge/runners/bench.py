@@ -38,6 +38,8 @@ def _to_device(value: Any, device: torch.device) -> Any:
         return value.to(device, non_blocking=True)
     if isinstance(value, dict):
         return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list):  # e.g. detection sources for the device: tensors and undecoded files
+        return [_to_device(v, device) for v in value]
     return value
 
 

@@ -49,6 +49,9 @@ class DetAugmentConfig:
     # The warp, colour change and the family's device part of the targets (DB's threshold map) run batched on the
     # training device; the workers only decide them and draw the binary maps (device_augment.py).
     on_device: bool = False
+    # With on_device: JPEG files travel undecoded and are decoded on the device (torchvision.io.decode_jpeg; on
+    # CUDA, nvJPEG); files it cannot decode there (PNG, progressive or CMYK JPEG, EXIF rotation) the workers do.
+    decode_on_device: bool = False
 
     def __post_init__(self) -> None:
         self.scale = (float(self.scale[0]), float(self.scale[1]))
@@ -66,6 +69,7 @@ class DetAugmentConfig:
             "rotation_prob": 0 <= self.rotation_prob <= 1,
             "colour_prob": 0 <= self.colour_prob <= 1,
         }
+        checks["decode_on_device"] = self.on_device or not self.decode_on_device  # decoding there needs the warp there
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"augment: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
@@ -90,8 +94,8 @@ class DetAugment:
     def __call__(self, image: np.ndarray, polygons: Sequence[np.ndarray], ignore: Sequence[bool],
                  rng: np.random.Generator, counts: Counter | None = None
                  ) -> tuple[np.ndarray, list[np.ndarray], list[bool]]:
-        plan = self.plan(image, polygons, ignore, rng, counts)
-        content = cv2.warpAffine(plan.image, plan.to_pixels, plan.content, flags=cv2.INTER_LINEAR,
+        plan = self.plan(image.shape[:2], polygons, ignore, rng, counts)
+        content = cv2.warpAffine(plan.reduce(image), plan.to_pixels, plan.content, flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REPLICATE if plan.axis_aligned else cv2.BORDER_CONSTANT,
                                  borderValue=(self.cfg.pad_value,) * 3)
         if plan.colour is not None:
@@ -101,15 +105,16 @@ class DetAugment:
         output[: plan.content[1], : plan.content[0]] = content
         return output, plan.polygons, plan.ignore
 
-    def plan(self, image: np.ndarray, polygons: Sequence[np.ndarray], ignore: Sequence[bool],
+    def plan(self, shape: tuple[int, int], polygons: Sequence[np.ndarray], ignore: Sequence[bool],
              rng: np.random.Generator, counts: Counter | None = None) -> WarpPlan:
-        """Everything but the pixel work: the random draws (the same, in the same order, as ``__call__`` makes),
-        the polygons in output pixels, and the warp and colour change to apply, on the CPU or batched on a device."""
+        """Everything but the pixel work, for an image of ``shape`` (H, W): the random draws (the same, in the same
+        order, as ``__call__`` makes), the polygons in output pixels, and the warp and colour change to apply, on
+        the CPU or batched on a device."""
         if len(polygons) != len(ignore):
             raise ValueError(f"{len(polygons)} polygons but {len(ignore)} ignore flags")
         counts = counts if counts is not None else Counter()
         polygons, ignore = _usable_polygons(polygons, ignore, counts)
-        height, width = image.shape[:2]
+        height, width = int(shape[0]), int(shape[1])
         out_h, out_w = self.size
 
         scale, to_canvas, canvas_w, canvas_h = self._scale_rotate(width, height, rng)
@@ -125,14 +130,14 @@ class DetAugment:
                                    [0, content_h / (y1 - y0), -y0 * content_h / (y1 - y0)]])
         to_output = _compose(crop_to_output, to_canvas)
         polygons = _transform(crop_to_output, polygons, box=(content_w, content_h))
-        image, to_output = _reduce_for_zoom(image, to_output, zoom=scale * fit)
+        halvings, to_output = _halvings_for_zoom((height, width), to_output, zoom=scale * fit)
         # OpenCV puts pixel centres at integer coordinates; the polygons' frame puts them at +0.5.
         to_pixels = to_output.copy()
         to_pixels[:, 2] += to_output[:, :2].sum(axis=1) * 0.5 - 0.5
         # Without rotation the warp reads outside the image only by half a pixel at its edges: replicate there, as
         # cv2.resize does, rather than darken the border; with rotation, the uncovered corners get the pad value.
         axis_aligned = bool(to_pixels[0, 1] == 0 and to_pixels[1, 0] == 0)
-        return WarpPlan(image, to_pixels, (content_w, content_h), axis_aligned, self._colour_change(rng),
+        return WarpPlan(halvings, to_pixels, (content_w, content_h), axis_aligned, self._colour_change(rng),
                         polygons, ignore)
 
     # --- geometry -------------------------------------------------------------------------------------------------
@@ -213,12 +218,13 @@ class ColourChange:
 
 @dataclass
 class WarpPlan:
-    """One training sample's augmentation, decided: ``image`` (the input, halved while the zoom is below
-    ``_MIN_WARP_ZOOM``) warped by the 2x3 ``to_pixels`` matrix (OpenCV pixel centres) into a ``content`` (W, H)
-    box at the top left of the output, the pad value around it; border replicated if ``axis_aligned``, else the pad
-    value; then ``colour`` if any. ``polygons`` and ``ignore`` are already in output pixels."""
+    """One training sample's augmentation, decided: the input halved ``halvings`` times (while the zoom is below
+    ``_MIN_WARP_ZOOM``), warped by the 2x3 ``to_pixels`` matrix (OpenCV pixel centres of the halved image) into a
+    ``content`` (W, H) box at the top left of the output, the pad value around it; border replicated if
+    ``axis_aligned``, else the pad value; then ``colour`` if any. ``polygons`` and ``ignore`` are already in output
+    pixels."""
 
-    image: np.ndarray
+    halvings: int
     to_pixels: np.ndarray
     content: tuple[int, int]
     axis_aligned: bool
@@ -226,44 +232,72 @@ class WarpPlan:
     polygons: list[np.ndarray]
     ignore: list[bool]
 
-    def for_device(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The part of ``image`` the warp reads (with a pixel to spare for bilinear sampling: a zoomed-in crop
-        moves a fraction of the image to the device) and the warp as arrays for ``device_augment.warp_batch``:
-        ``inverse`` (2x3, output pixel -> pixel of that part, OpenCV centres), ``clamp_max`` (the last pixel's x, y
-        for a replicated border; -1 for the pad value), ``content`` (W, H), ``colour_matrix`` (3x3) and
-        ``colour_offset`` (3,: times the mean grey of the warped content)."""
-        linear, shift = self.to_pixels[:, :2], self.to_pixels[:, 2]
-        inverse_linear = np.linalg.inv(linear)
-        inverse = np.hstack([inverse_linear, (-inverse_linear @ shift)[:, None]])
+    def reduce(self, image: np.ndarray) -> np.ndarray:
+        """The input halved as planned. pyrDown (Gaussian blur, every second pixel; 10x faster than INTER_AREA at
+        odd ratios): warpAffine samples without low-pass filtering, so thin strokes survive a small zoom."""
+        for _ in range(self.halvings):
+            image = cv2.pyrDown(image)
+        return image
+
+    def read_box(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): the part of the halved image, of ``shape`` (H, W), that the warp reads, with a pixel to
+        spare for bilinear sampling."""
+        inverse = self._inverse()
         width, height = self.content
         corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
         read = corners @ inverse[:, :2].T + inverse[:, 2]
         x0, y0 = np.maximum(np.floor(read.min(axis=0)).astype(int) - 1, 0)
-        x1, y1 = np.minimum(np.ceil(read.max(axis=0)).astype(int) + 2, self.image.shape[1::-1])
-        x0, y0 = min(x0, x1 - 1), min(y0, y1 - 1)  # a warp entirely outside the image still reads one pixel
-        part = self.image[y0:y1, x0:x1]
-        inverse[:, 2] -= (x0, y0)
-        clamp_max = np.float32([x1 - x0 - 1, y1 - y0 - 1]) if self.axis_aligned else np.float32([-1, -1])
+        x1, y1 = np.minimum(np.ceil(read.max(axis=0)).astype(int) + 2, (shape[1], shape[0]))
+        return min(x0, x1 - 1), min(y0, y1 - 1), x1, y1  # a warp entirely outside the image still reads one pixel
+
+    def device_warp(self, origin: tuple[int, int], size: tuple[int, int]) -> dict[str, np.ndarray]:
+        """The warp as arrays for ``device_augment.warp_batch``, for a source that is the part of the halved image
+        at ``origin`` (x, y) of ``size`` (W, H): ``inverse`` (2x3, output pixel -> source pixel, OpenCV centres),
+        ``clamp_max`` (the source's last pixel x, y for a replicated border; -1 for the pad value), ``content``
+        (W, H), ``colour_matrix`` (3x3), ``colour_offset`` (3,: times the mean grey of the warped content)."""
+        inverse = self._inverse()
+        inverse[:, 2] -= origin
+        clamp_max = np.float32([size[0] - 1, size[1] - 1]) if self.axis_aligned else np.float32([-1, -1])
         if self.colour is None:
             colour_matrix, colour_offset = np.eye(3), np.zeros(3)
         else:
             change = self.colour
             colour_matrix = change.colour * change.contrast * change.brightness
             colour_offset = change.colour @ np.full(3, (1 - change.contrast) * change.brightness)
-        return part, {"inverse": inverse.astype(np.float32), "clamp_max": clamp_max,
-                      "content": np.int64(self.content), "colour_matrix": colour_matrix.astype(np.float32),
-                      "colour_offset": colour_offset.astype(np.float32)}
+        return {"inverse": inverse.astype(np.float32), "clamp_max": clamp_max, "content": np.int64(self.content),
+                "colour_matrix": colour_matrix.astype(np.float32), "colour_offset": colour_offset.astype(np.float32)}
+
+    def for_device(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The part of the (halved) input the warp reads, and its warp: a zoomed-in crop moves a fraction of the
+        image to the device."""
+        source = self.reduce(image)
+        x0, y0, x1, y1 = self.read_box(source.shape[:2])
+        return source[y0:y1, x0:x1], self.device_warp((x0, y0), (x1 - x0, y1 - y0))
+
+    def _inverse(self) -> np.ndarray:
+        linear, shift = self.to_pixels[:, :2], self.to_pixels[:, 2]
+        inverse_linear = np.linalg.inv(linear)
+        return np.hstack([inverse_linear, (-inverse_linear @ shift)[:, None]])
 
 
-def _reduce_for_zoom(image: np.ndarray, to_output: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:
-    """warpAffine samples without low-pass filtering: halve the image while the zoom is below ``_MIN_WARP_ZOOM``,
-    so thin strokes survive. pyrDown (Gaussian blur, every second pixel; 10x faster than INTER_AREA at odd ratios):
-    its pixel i is centred on the source's pixel 2i, so source = 2 * small - 0.5 in continuous coordinates."""
-    while zoom < _MIN_WARP_ZOOM and min(image.shape[:2]) > 1:
+def halved_shape(shape: tuple[int, int], halvings: int) -> tuple[int, int]:
+    """(H, W) after ``halvings`` pyrDowns (each rounds up)."""
+    height, width = shape
+    for _ in range(halvings):
+        height, width = (height + 1) // 2, (width + 1) // 2
+    return height, width
+
+
+def _halvings_for_zoom(shape: tuple[int, int], to_output: np.ndarray, zoom: float) -> tuple[int, np.ndarray]:
+    """How often to halve the input so that the warp's zoom is at least ``_MIN_WARP_ZOOM``, and the matrix from the
+    halved image: pyrDown's pixel i is centred on the source's pixel 2i, so source = 2 * small - 0.5 in continuous
+    coordinates."""
+    halvings = 0
+    while zoom < _MIN_WARP_ZOOM and min(halved_shape(shape, halvings)) > 1:
         to_output = _compose(to_output, np.array([[2, 0, -0.5], [0, 2, -0.5]]))
-        image = cv2.pyrDown(image)
+        halvings += 1
         zoom *= 2
-    return image, to_output
+    return halvings, to_output
 
 
 # --- polygon helpers ----------------------------------------------------------------------------------------------

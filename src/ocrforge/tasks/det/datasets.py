@@ -15,7 +15,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ...data.converters.det_labels import DetSample, read_icdar2015_dataset, read_paddle_det
-from ...data.images import read_image
+from ...data.images import read_file, read_image
 from ...data.skips import SkipCounter, count_skip
 from ...errors import DataError
 from ...registry import DET_DATASETS
@@ -46,6 +46,13 @@ class _DetLabelDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         return {"image": read_image(sample.image), "polygons": [r.points for r in sample.regions],
+                "ignore": [r.ignore for r in sample.regions], "texts": [r.text for r in sample.regions],
+                "path": str(sample.image)}
+
+    def encoded_sample(self, index: int) -> dict[str, Any]:
+        """The sample with its image file undecoded: ``"data"`` (uint8 bytes) instead of ``"image"``."""
+        sample = self.samples[index]
+        return {"data": read_file(sample.image), "polygons": [r.points for r in sample.regions],
                 "ignore": [r.ignore for r in sample.regions], "texts": [r.text for r in sample.regions],
                 "path": str(sample.image)}
 

@@ -12,20 +12,34 @@ grey level or two at sharp edges (``tests/test_det_device_augment.py`` states th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg
 
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # as augment._GREY_WEIGHTS
 
 
-def warp_batch(images: torch.Tensor, warp: dict[str, torch.Tensor], size: tuple[int, int],
+@dataclass
+class EncodedImage:
+    """A JPEG file on its way to the device, undecoded, and how often to halve it there once decoded. Not a tensor:
+    batch transfers leave it on the host, where the decoder reads it."""
+
+    data: np.ndarray  # uint8 bytes of the file
+    halvings: int
+
+
+def warp_batch(sources: list[torch.Tensor | EncodedImage], warp: dict[str, torch.Tensor], size: tuple[int, int],
                pad_value: int) -> torch.Tensor:
-    """(B, 3, H, W) float32 RGB, values 0-255, from (B, h, w, 3) uint8 source parts (padded with ``pad_value``
-    at the bottom and right) and the per-sample arrays of ``WarpPlan.for_device``, stacked."""
-    source_h, source_w = images.shape[1:3]
+    """(B, 3, H, W) float32 RGB, values 0-255, from each sample's source (an HWC uint8 tensor, or an
+    ``EncodedImage``, decoded on the warp's device) and the per-sample arrays of ``WarpPlan.device_warp``, stacked."""
+    inverse = warp["inverse"].float()
+    device = inverse.device
+    source = _source_batch(sources, pad_value, device)
+    source_h, source_w = source.shape[-2:]
     out_h, out_w = size
-    device = images.device
-    inverse = warp["inverse"].to(device=device, dtype=torch.float32)
     xs = torch.arange(out_w, device=device, dtype=torch.float32).view(1, 1, out_w)
     ys = torch.arange(out_h, device=device, dtype=torch.float32).view(1, out_h, 1)
     # Source point of every output pixel, in OpenCV pixel coordinates (centres at integers).
@@ -38,8 +52,6 @@ def warp_batch(images: torch.Tensor, warp: dict[str, torch.Tensor], size: tuple[
     sy = torch.where(replicate, torch.minimum(sy.clamp(min=0.0), clamp_max[:, 1, None, None]), sy)
     # grid_sample's normalised coordinates with align_corners=False: -1 and 1 are the outer edges of the pixels.
     grid = torch.stack(((2 * sx + 1) / source_w - 1, (2 * sy + 1) / source_h - 1), dim=-1)
-    # Sampling image - pad with zeros outside is sampling the image with the pad value outside (bilinear is linear).
-    source = images.permute(0, 3, 1, 2).float() - pad_value
     warped = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     warped = torch.round(warped + pad_value)  # warpAffine writes uint8
 
@@ -54,3 +66,36 @@ def warp_batch(images: torch.Tensor, warp: dict[str, torch.Tensor], size: tuple[
     coloured = torch.einsum("bij,bjhw->bihw", matrix, warped) + offset[:, :, None, None]
     coloured = torch.round(coloured).clamp(0, 255)  # cv2.transform saturates to uint8
     return torch.where(inside, coloured, torch.full((), float(pad_value), device=device))
+
+
+def _source_batch(sources: list[torch.Tensor | EncodedImage], pad_value: int, device: torch.device) -> torch.Tensor:
+    """(B, 3, h, w) float32 of source pixel - pad value, zero beyond each source: sampling it with zeros outside is
+    sampling the image with the pad value outside (bilinear is linear). JPEG files are decoded in one batched call
+    and halved as planned (the workers halved the parts they decoded)."""
+    images: list[torch.Tensor | None] = [s.to(device).permute(2, 0, 1).float() if isinstance(s, torch.Tensor)
+                                         else None for s in sources]
+    encoded = [i for i, s in enumerate(sources) if isinstance(s, EncodedImage)]
+    if encoded:
+        decoded = decode_jpeg([torch.from_numpy(sources[i].data) for i in encoded], mode=ImageReadMode.RGB,
+                              device=device)
+        for i, image in zip(encoded, decoded, strict=True):
+            image = image.float()
+            for _ in range(sources[i].halvings):
+                image = pyr_down(image)
+            images[i] = image
+    height, width = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
+    batch = torch.zeros((len(images), 3, height, width), device=device)
+    for out, image in zip(batch, images):
+        out[:, : image.shape[1], : image.shape[2]] = image - pad_value
+    return batch
+
+
+def pyr_down(image: torch.Tensor) -> torch.Tensor:
+    """cv2.pyrDown of a (3, H, W) float image of 0-255 values: the 5x5 binomial blur with reflected borders
+    (BORDER_REFLECT_101), every second pixel, rounded as pyrDown writes uint8 (OpenCV rounds halves up, this to
+    even: a grey level apart at most)."""
+    taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=image.device) / 16
+    kernel = (taps[:, None] * taps[None, :]).expand(3, 1, 5, 5)
+    mode = "reflect" if min(image.shape[1:]) > 2 else "replicate"  # reflect needs 3 pixels a side
+    padded = F.pad(image[None], (2, 2, 2, 2), mode=mode)
+    return torch.round(F.conv2d(padded, kernel, stride=2, groups=3)[0])

@@ -11,9 +11,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ...data.collate import COUNT_KEY, chw_tensor
-from ...data.images import pad_batch
+from ...data.images import device_decodable_jpeg, pad_batch
 from ..base import TaskSamples
-from .augment import DetAugment, WarpPlan
+from .augment import DetAugment, halved_shape
+from .device_augment import EncodedImage
 from .inference import resize_for_inference
 
 if TYPE_CHECKING:
@@ -33,43 +34,66 @@ class DetSamples(TaskSamples):
         self.augmenter = DetAugment(task.augment_config, size=task.cfg.data.image_size) if train else None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.raw[index]
         counts: Counter = Counter()
+        if self.augmenter is not None and self.task.augment_config.on_device:
+            rng = np.random.default_rng(np.random.randint(2**31))  # np.random is seeded per (seed, epoch, index)
+            out = self._for_device(index, rng, counts)
+            out[COUNT_KEY] = {k: v for k, v in counts.items() if v}
+            return out
+        sample = self.raw[index]
         image, polygons, ignore = sample["image"], sample["polygons"], sample["ignore"]
         original = image.shape[:2]
         out: dict[str, Any] = {"index": index, "path": sample["path"], "size": original}
-        targets = self.task.targets
         if self.augmenter is not None:
-            rng = np.random.default_rng(np.random.randint(2**31))  # np.random is seeded per (seed, epoch, index)
-            if self.task.augment_config.on_device:
-                out.update(self._for_device(self.augmenter.plan(image, polygons, ignore, rng, counts), counts))
-                out[COUNT_KEY] = {k: v for k, v in counts.items() if v}
-                return out
+            rng = np.random.default_rng(np.random.randint(2**31))
             image, polygons, ignore = self.augmenter(image, polygons, ignore, rng, counts)
         else:
             image = resize_for_inference(image, **self.task.eval_resize)
             scale = np.float32([image.shape[1] / original[1], image.shape[0] / original[0]])
             polygons = [p * scale for p in polygons]
             out.update(gt_polygons=sample["polygons"], gt_ignore=sample["ignore"])
+        targets = self.task.targets
         maps = targets(polygons, ignore, image.shape[0], image.shape[1], counts)
         out.update(image=chw_tensor(image), targets=_travel(maps, targets.maps),
                    **{COUNT_KEY: {k: v for k, v in counts.items() if v}})
         return out
 
-    def _for_device(self, plan: WarpPlan, counts: Counter) -> dict[str, Any]:
-        """The sample as ``data.augment.on_device`` sends it: the image part the warp reads (HWC uint8), the warp,
+    def _for_device(self, index: int, rng: np.random.Generator, counts: Counter) -> dict[str, Any]:
+        """The sample as ``data.augment.on_device`` sends it: its source (the part of the image the warp reads as
+        HWC uint8, or with ``decode_on_device`` the undecoded JPEG file where the device can decode it), the warp,
         the maps drawn here and the inputs of those the family draws on the device (if it can)."""
-        targets = self.task.targets
-        height, width = self.augmenter.size
-        if hasattr(targets, "host_part"):
-            maps, device_inputs = targets.host_part(plan.polygons, plan.ignore, height, width, counts)
+        encoded = self._encoded(index)
+        if encoded is not None:
+            sample, (height, width) = encoded
+            plan = self.augmenter.plan((height, width), sample["polygons"], sample["ignore"], rng, counts)
+            halved = halved_shape((height, width), plan.halvings)
+            source = EncodedImage(sample["data"], plan.halvings)
+            warp = plan.device_warp((0, 0), (halved[1], halved[0]))
         else:
-            maps, device_inputs = targets(plan.polygons, plan.ignore, height, width, counts), {}
-        part, warp = plan.for_device()
-        return {"image": torch.from_numpy(np.ascontiguousarray(part)),
+            sample = self.raw[index]
+            height, width = sample["image"].shape[:2]
+            plan = self.augmenter.plan((height, width), sample["polygons"], sample["ignore"], rng, counts)
+            part, warp = plan.for_device(sample["image"])
+            source = torch.from_numpy(np.ascontiguousarray(part))
+        targets = self.task.targets
+        out_h, out_w = self.augmenter.size
+        if hasattr(targets, "host_part"):
+            maps, device_inputs = targets.host_part(plan.polygons, plan.ignore, out_h, out_w, counts)
+        else:
+            maps, device_inputs = targets(plan.polygons, plan.ignore, out_h, out_w, counts), {}
+        return {"index": index, "path": sample["path"], "size": (height, width), "image": source,
                 "warp": {k: torch.from_numpy(v) for k, v in warp.items()},
                 "targets": _travel(maps, targets.maps),
                 "device_targets": {k: torch.from_numpy(v) for k, v in device_inputs.items()}}
+
+    def _encoded(self, index: int) -> tuple[dict[str, Any], tuple[int, int]] | None:
+        """The undecoded sample and its (H, W) where ``decode_on_device`` is on, the dataset can give its file and
+        the device can decode it (a baseline JPEG in grey or colour, no EXIF rotation); else None."""
+        if not self.task.augment_config.decode_on_device or not hasattr(self.raw, "encoded_sample"):
+            return None
+        sample = self.raw.encoded_sample(index)
+        shape = device_decodable_jpeg(sample["data"])
+        return (sample, shape) if shape is not None else None
 
 
 def _travel(maps: dict[str, np.ndarray], dtypes: dict[str, type]) -> dict[str, torch.Tensor]:
@@ -77,22 +101,21 @@ def _travel(maps: dict[str, np.ndarray], dtypes: dict[str, type]) -> dict[str, t
     return {k: torch.from_numpy(np.asarray(maps[k], dtype=dtypes[k])) for k in maps if k in dtypes}
 
 
-def collate_det(samples: list[dict], pad_value: int = 0) -> dict:
+def collate_det(samples: list[dict]) -> dict:
     """Images and each target map padded at the bottom/right to the largest in the batch. Maps are (H, W) or
     (C, H, W); padding is 0, which every family's masks read as "not learnt from". Samples for the device
-    (``"warp"`` in them) carry HWC image parts, padded with the augmentation's ``pad_value``, their warps stacked and
-    their device inputs (rows per sample) padded with zero rows."""
+    (``"warp"`` in them) keep their sources as a list (HWC uint8 tensors, or JPEG files as numpy arrays, which
+    stay on the host to be decoded on the device), their warps stacked and their device inputs (rows per sample)
+    padded with zero rows."""
     on_device = "warp" in samples[0]
-    if on_device:
-        images = _pad_hwc([s["image"].numpy() for s in samples], pad_value)
-    else:
-        images = pad_batch([s["image"].numpy() for s in samples])
+    images = [s["image"] for s in samples] if on_device else torch.from_numpy(
+        pad_batch([s["image"].numpy() for s in samples]))
     targets = {}
     for key, first in samples[0]["targets"].items():
         maps = [s["targets"][key].numpy() for s in samples]
         padded = pad_batch([m.reshape(-1, *m.shape[-2:]) for m in maps])
         targets[key] = torch.from_numpy(padded.reshape(len(maps), *first.shape[:-2], *padded.shape[-2:]))
-    batch = {"image": torch.from_numpy(images), "targets": targets,
+    batch = {"image": images, "targets": targets,
              "index": torch.tensor([s["index"] for s in samples]), "path": [s["path"] for s in samples],
              "size": [tuple(s["size"]) for s in samples]}
     if on_device:
@@ -102,17 +125,6 @@ def collate_det(samples: list[dict], pad_value: int = 0) -> dict:
     if "gt_polygons" in samples[0]:
         batch["gt_polygons"] = [s["gt_polygons"] for s in samples]
         batch["gt_ignore"] = [s["gt_ignore"] for s in samples]
-    return batch
-
-
-def _pad_hwc(images: list[np.ndarray], value: int) -> np.ndarray:
-    """(B, H max, W max, 3) uint8; only the margins are filled (a whole-batch fill costs as much as the copy)."""
-    height, width = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
-    batch = np.empty((len(images), height, width, 3), dtype=np.uint8)
-    for out, image in zip(batch, images):
-        out[: image.shape[0], : image.shape[1]] = image
-        out[image.shape[0]:] = value
-        out[: image.shape[0], image.shape[1]:] = value
     return batch
 
 

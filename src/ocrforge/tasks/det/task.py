@@ -92,7 +92,7 @@ class DetectionTask(Task):
         return None if raw is None else DetSamples(raw, self, train=split == "train")
 
     def collate(self, samples: list[dict]) -> dict:
-        return collate_det(samples, self.augment_config.pad_value)
+        return collate_det(samples)
 
     def build_loss(self) -> nn.Module:
         return DET_LOSSES.build(self.family_spec("loss"))
@@ -115,7 +115,7 @@ class DetectionTask(Task):
         """The batch's images (float, 0-255) and its device-made targets, in fp32 whatever the autocast around
         (autocast would run the colour matrix product in bf16: a grey level off at 255)."""
         size = tuple(int(v) for v in self.cfg.data.image_size)
-        with torch.autocast(batch["image"].device.type, enabled=False):
+        with torch.autocast(batch["warp"]["inverse"].device.type, enabled=False):
             images = warp_batch(batch["image"], batch["warp"], size, self.augment_config.pad_value)
             if batch["device_targets"]:
                 self.targets.device_part(batch["targets"], batch["device_targets"])
