@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# data.augment.on_device on one GPU machine, in two stages that each fit a 10-minute command:
+# data.augment.on_device / decode_on_device on one GPU machine, in two stages that each fit a 10-minute command:
 #   speed    det_on_device.py (CUDA against the CPU path, cost per batch), then `ocrforge bench` of the DBNet-R18,
-#            DBNet-R50 and PP-OCRv5 mobile detector configs with the CPU path and on the device (bf16, 15 workers,
-#            channels_last), and R18 compiled.
+#            DBNet-R50 and PP-OCRv5 mobile detector configs with the CPU path, on_device and decode_on_device (bf16,
+#            15 workers, channels_last), and R18 compiled.
 #   quality  the PP-OCRv5 mobile fine-tune recipe, short, trained with each path and tested on the same images.
 # Usage (repository root, ocrforge importable): benchmarks/det_on_device_h200.sh speed|quality OUT DIR
 #   DIR holds images/, gt/, train.txt and val.txt (ICDAR 2015 format).
@@ -19,28 +19,29 @@ timed() {  # NAME COMMAND...: stdout and stderr to OUT/NAME.log, wall time and e
 }
 train_data=(data.train.images_dir="$dir/images" data.train.labels="$dir/gt" data.train.files="$dir/train.txt")
 val_data=(data.val.images_dir="$dir/images" data.val.labels="$dir/gt" data.val.files="$dir/val.txt")
+declare -A paths=([cpu]="data.augment.on_device=false" [on_device]="data.augment.on_device=true"
+                  [decode_on_device]="data.augment.on_device=true data.augment.decode_on_device=true")
 
 if [[ $stage == speed ]]; then
   timed check python benchmarks/det_on_device.py --images "$dir/images" --labels "$dir/gt" \
     --files "$dir/train.txt" --out "$out/check.json"
-  for config in dbnet_r18_icdar2015 dbnet_r50_icdar2015 ppocrv5_mobile_det_finetune; do
-    for on_device in false true; do
-      timed "bench_${config}_on_device_$on_device" python -m ocrforge.cli bench "configs/det/$config.yaml" --amp \
-        --channels-last --seconds "$seconds" --warmup-seconds 4 --steps "$steps" \
-        --out "$out/bench_${config}_on_device_$on_device.json" \
-        -o "${train_data[@]}" data.train.num_workers="$workers" data.augment.on_device=$on_device load_from=null
+  for config in dbnet_r18_icdar2015 ppocrv5_mobile_det_finetune dbnet_r50_icdar2015; do
+    for path in cpu on_device decode_on_device; do
+      timed "bench_${config}_$path" python -m ocrforge.cli bench "configs/det/$config.yaml" --amp \
+        --channels-last --seconds "$seconds" --warmup-seconds 4 --steps "$steps" --out "$out/bench_${config}_$path.json" \
+        -o "${train_data[@]}" data.train.num_workers="$workers" load_from=null ${paths[$path]}
     done
   done
-  timed bench_dbnet_r18_icdar2015_on_device_true_compile python -m ocrforge.cli bench \
+  timed bench_dbnet_r18_icdar2015_decode_on_device_compile python -m ocrforge.cli bench \
     configs/det/dbnet_r18_icdar2015.yaml --amp --channels-last --compile --seconds "$seconds" --warmup-seconds 4 \
-    --steps "$steps" --out "$out/bench_dbnet_r18_icdar2015_on_device_true_compile.json" \
-    -o "${train_data[@]}" data.train.num_workers="$workers" data.augment.on_device=true
+    --steps "$steps" --out "$out/bench_dbnet_r18_icdar2015_decode_on_device_compile.json" \
+    -o "${train_data[@]}" data.train.num_workers="$workers" ${paths[decode_on_device]}
 elif [[ $stage == quality ]]; then
-  for on_device in false true; do
-    timed "finetune_on_device_$on_device" python -m ocrforge.cli train configs/det/ppocrv5_mobile_det_finetune.yaml \
-      -o "${train_data[@]}" "${val_data[@]}" data.train.num_workers="$workers" data.augment.on_device=$on_device \
+  for path in cpu on_device decode_on_device; do
+    timed "finetune_$path" python -m ocrforge.cli train configs/det/ppocrv5_mobile_det_finetune.yaml \
+      -o "${train_data[@]}" "${val_data[@]}" data.train.num_workers="$workers" ${paths[$path]} \
       train.max_epochs="${EPOCHS:-20}" train.check_val_every_n_epoch=10 work_dir="$out/work_dirs" \
-      exp_name="finetune_on_device_$on_device" logging.tensorboard=false
-    cp "$out"/work_dirs/det/finetune_on_device_"$on_device"_*/metrics.json "$out/finetune_on_device_$on_device.json"
+      exp_name="finetune_$path" logging.tensorboard=false
+    cp "$out"/work_dirs/det/finetune_"$path"_*/metrics.json "$out/finetune_$path.json"
   done
 fi
