@@ -240,3 +240,34 @@ def test_jpeg_files_decoded_on_the_device_give_the_cpu_batches(tmp_path: Path) -
 def test_decoding_on_the_device_needs_the_warp_there() -> None:
     with pytest.raises(ValueError, match="decode_on_device"):
         DetAugmentConfig(decode_on_device=True)
+
+
+def test_a_file_the_device_decoder_rejects_is_decoded_by_opencv_or_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ocrforge.errors import DataError
+    from ocrforge.tasks.det import device_augment
+
+    image = _pages(1)[0]["image"]
+    good = np.frombuffer(cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes(), np.uint8)
+    files = [EncodedImage(good, 0, "good.jpg"), EncodedImage(good[:100].copy(), 0, "broken.jpg")]
+
+    def strict_decoder(data, mode, device):  # as a device decoder that rejects what it cannot read
+        if isinstance(data, list):
+            return [strict_decoder(d, mode, device) for d in data]
+        if len(data) < 1000:
+            raise RuntimeError("nvjpeg: bad bitstream")
+        return torch.from_numpy(cv2.cvtColor(cv2.imdecode(data.numpy(), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                                ).permute(2, 0, 1)
+
+    monkeypatch.setattr(device_augment, "decode_jpeg", strict_decoder)
+    monkeypatch.setattr(device_augment, "decode_image", lambda data, path: image)  # OpenCV reads it
+    decoded = device_augment._decode(files, torch.device("cpu"))
+    assert [tuple(d.shape) for d in decoded] == [(3, *image.shape[:2])] * 2
+    monkeypatch.setattr(device_augment, "decode_image", _unreadable)  # nor does OpenCV
+    with pytest.raises(DataError, match=r"broken\.jpg"):
+        device_augment._decode(files, torch.device("cpu"))
+
+
+def _unreadable(data, path):
+    from ocrforge.data.images import SampleSkipped
+
+    raise SampleSkipped("unreadable_image", path)

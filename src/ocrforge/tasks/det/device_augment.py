@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from ...data.images import SampleSkipped, decode_image
+from ...errors import DataError
+
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # as augment._GREY_WEIGHTS
 
 
@@ -29,6 +32,7 @@ class EncodedImage:
 
     data: np.ndarray  # uint8 bytes of the file
     halvings: int
+    path: str = ""
 
 
 def warp_batch(sources: list[torch.Tensor | EncodedImage], warp: dict[str, torch.Tensor], size: tuple[int, int],
@@ -76,9 +80,7 @@ def _source_batch(sources: list[torch.Tensor | EncodedImage], pad_value: int, de
                                          else None for s in sources]
     encoded = [i for i, s in enumerate(sources) if isinstance(s, EncodedImage)]
     if encoded:
-        decoded = decode_jpeg([torch.from_numpy(sources[i].data) for i in encoded], mode=ImageReadMode.RGB,
-                              device=device)
-        for i, image in zip(encoded, decoded, strict=True):
+        for i, image in zip(encoded, _decode([sources[i] for i in encoded], device), strict=True):
             image = image.float()
             for _ in range(sources[i].halvings):
                 image = pyr_down(image)
@@ -88,6 +90,28 @@ def _source_batch(sources: list[torch.Tensor | EncodedImage], pad_value: int, de
     for out, image in zip(batch, images):
         out[:, : image.shape[1], : image.shape[2]] = image - pad_value
     return batch
+
+
+def _decode(files: list[EncodedImage], device: torch.device) -> list[torch.Tensor]:
+    """(3, H, W) uint8 RGB images, decoded in one batched call; a batch the decoder rejects is decoded file by file,
+    with OpenCV (as the workers would) for the files it still rejects. A file nothing decodes is an error naming it:
+    the batch is built, too late to leave the sample out."""
+    try:
+        return decode_jpeg([torch.from_numpy(f.data) for f in files], mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        images = []
+        for file in files:
+            try:
+                images.append(decode_jpeg(torch.from_numpy(file.data), mode=ImageReadMode.RGB, device=device))
+                continue
+            except RuntimeError:
+                pass
+            try:
+                images.append(torch.from_numpy(decode_image(file.data, file.path)).permute(2, 0, 1).to(device))
+            except SampleSkipped:
+                raise DataError(f"{file.path}: a JPEG file no decoder reads (its header looked sound; set "
+                                f"data.augment.decode_on_device=false to have the workers skip such files)") from None
+        return images
 
 
 def pyr_down(image: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ class DetSamples(TaskSamples):
             sample, (height, width) = encoded
             plan = self.augmenter.plan((height, width), sample["polygons"], sample["ignore"], rng, counts)
             halved = halved_shape((height, width), plan.halvings)
-            source = EncodedImage(sample["data"], plan.halvings)
+            source = EncodedImage(sample["data"], plan.halvings, sample["path"])
             warp = plan.device_warp((0, 0), (halved[1], halved[0]))
         else:
             sample = self.raw[index]
