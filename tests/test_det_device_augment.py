@@ -103,8 +103,8 @@ def test_device_batches_give_the_cpu_batches(tmp_path: Path) -> None:
     cpu_task, device_task = _device_task(tmp_path / "cpu", False), _device_task(tmp_path / "dev", True)
     cpu, device = _batch(cpu_task, seeds), _batch(device_task, seeds)
     assert all(part.shape[-1] == 3 for part in device["image"])  # HWC source parts travel, not the output
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in bf16 training: the augmentation stays fp32
-        images = device_task.augment_on_device(device)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.warns(UserWarning, match="meant for GPU training"):
+        images = device_task.augment_on_device(device)  # under bf16 autocast the augmentation stays fp32
     assert torch.equal(images, warp_batch(device["image"], device["warp"], SIZE, 0))
     difference = (images - cpu["image"].float()).abs()
     assert difference.max() <= GREY_LEVELS and difference.mean() <= MEAN_GREY_LEVELS

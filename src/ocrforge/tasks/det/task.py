@@ -4,6 +4,7 @@ post-processor), the hmean-IoU metric, pictures and export together for the engi
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class DetectionTask(Task):
             raise ConfigError(f"model.type {cfg.model.type}: a detection model declares its family_defaults, "
                               f"inference_outputs and forward_inference (subclass "
                               f"ocrforge.tasks.det.model.DetectionModel)")
+        self._warned_device_augment_on_cpu = False
         self.targets = self._family_member(DET_TARGETS, "targets")
         self.postprocess = self._family_member(DET_POSTPROCESSORS, "postprocess")
 
@@ -115,7 +117,13 @@ class DetectionTask(Task):
         """The batch's images (float, 0-255) and its device-made targets, in fp32 whatever the autocast around
         (autocast would run the colour matrix product in bf16: a grey level off at 255)."""
         size = tuple(int(v) for v in self.cfg.data.image_size)
-        with torch.autocast(batch["warp"]["inverse"].device.type, enabled=False):
+        device = batch["warp"]["inverse"].device
+        if device.type != "cuda" and not self._warned_device_augment_on_cpu:
+            self._warned_device_augment_on_cpu = True
+            warnings.warn("data.augment.on_device in a run on the CPU: the batched augmentation then takes the "
+                          "model's cores, and DB's threshold map is not compiled there (seconds a batch at 640x640). "
+                          "It is meant for GPU training; leave it off on the CPU.", stacklevel=2)
+        with torch.autocast(device.type, enabled=False):
             images = warp_batch(batch["image"], batch["warp"], size, self.augment_config.pad_value)
             if batch["device_targets"]:
                 self.targets.device_part(batch["targets"], batch["device_targets"])
