@@ -64,7 +64,7 @@ def _compare(task, device_batch: dict, cpu_batch: dict, where: torch.device, fus
     warp = {k: v.to(where) for k, v in device_batch["warp"].items()}
     edges = device_batch["device_targets"]["border_edges"].to(where)
     pad, targets = task.augment_config.pad_value, task.targets
-    difference = (warp_batch(images, warp, size, pad).cpu() - cpu_batch["image"].float()).abs()
+    difference = (warp_batch(images, warp, size, pad)[0].cpu() - cpu_batch["image"].float()).abs()
     reference = cpu_batch["targets"]["threshold_map"].float()
     out = {"image_max_grey_levels": float(difference.max()), "image_mean_grey_levels": float(difference.mean()),
            "binary_maps_equal": all(torch.equal(device_batch["targets"][k], cpu_batch["targets"][k])

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # data.augment.on_device / decode_on_device on one GPU machine, in two stages that each fit a 10-minute command:
 #   speed    det_on_device.py (CUDA against the CPU path, cost per batch), then `ocrforge bench` of the DBNet-R18,
-#            DBNet-R50 and PP-OCRv5 mobile detector configs with the CPU path, on_device and decode_on_device (bf16,
-#            15 workers, channels_last), and R18 compiled.
+#            PP-OCRv5 mobile detector configs with the CPU path, on_device and decode_on_device, DBNet-R50 with
+#            decode_on_device (bf16, 15 workers, channels_last; the CPU path's figures are in speed_h200_2026-12-01),
+#            and R18 compiled.
 #   quality  the PP-OCRv5 mobile fine-tune recipe, short, trained with each path and tested on the same images.
 # Usage (repository root, ocrforge importable): benchmarks/det_on_device_h200.sh speed|quality OUT DIR
 #   DIR holds images/, gt/, train.txt and val.txt (ICDAR 2015 format).
@@ -25,12 +26,12 @@ declare -A paths=([cpu]="data.augment.on_device=false" [on_device]="data.augment
 if [[ $stage == speed ]]; then
   timed check python benchmarks/det_on_device.py --images "$dir/images" --labels "$dir/gt" \
     --files "$dir/train.txt" --out "$out/check.json"
-  for config in dbnet_r18_icdar2015 ppocrv5_mobile_det_finetune dbnet_r50_icdar2015; do
-    for path in cpu on_device decode_on_device; do
-      timed "bench_${config}_$path" python -m ocrforge.cli bench "configs/det/$config.yaml" --amp \
-        --channels-last --seconds "$seconds" --warmup-seconds 4 --steps "$steps" --out "$out/bench_${config}_$path.json" \
-        -o "${train_data[@]}" data.train.num_workers="$workers" load_from=null ${paths[$path]}
-    done
+  for run in dbnet_r18_icdar2015:{cpu,on_device,decode_on_device} \
+             ppocrv5_mobile_det_finetune:{cpu,on_device,decode_on_device} dbnet_r50_icdar2015:decode_on_device; do
+    config=${run%%:*} path=${run##*:}
+    timed "bench_${config}_$path" python -m ocrforge.cli bench "configs/det/$config.yaml" --amp --channels-last \
+      --seconds "$seconds" --warmup-seconds 4 --steps "$steps" --out "$out/bench_${config}_$path.json" \
+      -o "${train_data[@]}" data.train.num_workers="$workers" load_from=null ${paths[$path]}
   done
   timed bench_dbnet_r18_icdar2015_decode_on_device_compile python -m ocrforge.cli bench \
     configs/det/dbnet_r18_icdar2015.yaml --amp --channels-last --compile --seconds "$seconds" --warmup-seconds 4 \

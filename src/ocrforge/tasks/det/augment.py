@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import shapely
 
-# Below this zoom the image is halved before the warp (``_reduce_for_zoom``).
+# Below this zoom the image is halved before the warp (``_halvings_for_zoom``, ``WarpPlan.reduce``).
 _MIN_WARP_ZOOM = 0.5
-_GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as OpenCV's RGB2GRAY and torchvision
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as OpenCV's RGB2GRAY and torchvision
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
@@ -190,7 +190,7 @@ class DetAugment:
         brightness, contrast, saturation = (rng.uniform(1 - x, 1 + x) for x in (cfg.brightness, cfg.contrast,
                                                                                 cfg.saturation))
         angle = rng.uniform(-cfg.hue, cfg.hue) * 2 * math.pi
-        desaturate = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), _GREY_WEIGHTS)
+        desaturate = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), GREY_WEIGHTS)
         cos, sin = math.cos(angle), math.sin(angle)
         rotate_hue = _YIQ_TO_RGB @ np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]]) @ _RGB_TO_YIQ
         return ColourChange(rotate_hue @ desaturate, brightness, contrast)
@@ -208,7 +208,7 @@ class ColourChange:
 
     def matrix(self, mean_rgb: np.ndarray) -> np.ndarray:
         """The 3x4 matrix for an image whose mean colour is ``mean_rgb``."""
-        mean_grey = float(np.dot(mean_rgb, _GREY_WEIGHTS)) * self.brightness
+        mean_grey = float(np.dot(mean_rgb, GREY_WEIGHTS)) * self.brightness
         return np.hstack([self.colour * self.contrast * self.brightness,
                           (self.colour @ np.full(3, (1 - self.contrast) * mean_grey))[:, None]])
 
@@ -246,9 +246,11 @@ class WarpPlan:
         width, height = self.content
         corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
         read = corners @ inverse[:, :2].T + inverse[:, 2]
-        x0, y0 = np.maximum(np.floor(read.min(axis=0)).astype(int) - 1, 0)
-        x1, y1 = np.minimum(np.ceil(read.max(axis=0)).astype(int) + 2, (shape[1], shape[0]))
-        return min(x0, x1 - 1), min(y0, y1 - 1), x1, y1  # a warp entirely outside the image still reads one pixel
+        # Clipped into the image, at least a pixel wide: a warp that reads only outside it still gets one pixel.
+        size = np.array([shape[1], shape[0]])
+        x0, y0 = np.clip(np.floor(read.min(axis=0)).astype(int) - 1, 0, size - 1)
+        x1, y1 = np.clip(np.ceil(read.max(axis=0)).astype(int) + 2, (x0 + 1, y0 + 1), size)
+        return int(x0), int(y0), int(x1), int(y1)
 
     def device_warp(self, origin: tuple[int, int], size: tuple[int, int]) -> dict[str, np.ndarray]:
         """The warp as arrays for ``device_augment.warp_batch``, for a source that is the part of the halved image

@@ -36,8 +36,7 @@ class DetSamples(TaskSamples):
     def __getitem__(self, index: int) -> dict[str, Any]:
         counts: Counter = Counter()
         if self.augmenter is not None and self.task.augment_config.on_device:
-            rng = np.random.default_rng(np.random.randint(2**31))  # np.random is seeded per (seed, epoch, index)
-            out = self._for_device(index, rng, counts)
+            out = self._for_device(index, counts)
             out[COUNT_KEY] = {k: v for k, v in counts.items() if v}
             return out
         sample = self.raw[index]
@@ -45,7 +44,7 @@ class DetSamples(TaskSamples):
         original = image.shape[:2]
         out: dict[str, Any] = {"index": index, "path": sample["path"], "size": original}
         if self.augmenter is not None:
-            rng = np.random.default_rng(np.random.randint(2**31))
+            rng = np.random.default_rng(np.random.randint(2**31))  # np.random is seeded per (seed, epoch, index)
             image, polygons, ignore = self.augmenter(image, polygons, ignore, rng, counts)
         else:
             image = resize_for_inference(image, **self.task.eval_resize)
@@ -58,19 +57,20 @@ class DetSamples(TaskSamples):
                    **{COUNT_KEY: {k: v for k, v in counts.items() if v}})
         return out
 
-    def _for_device(self, index: int, rng: np.random.Generator, counts: Counter) -> dict[str, Any]:
+    def _for_device(self, index: int, counts: Counter) -> dict[str, Any]:
         """The sample as ``data.augment.on_device`` sends it: its source (the part of the image the warp reads as
         HWC uint8, or with ``decode_on_device`` the undecoded JPEG file where the device can decode it), the warp,
         the maps drawn here and the inputs of those the family draws on the device (if it can)."""
         encoded = self._encoded(index)
+        sample = encoded[0] if encoded is not None else self.raw[index]
+        rng = np.random.default_rng(np.random.randint(2**31))  # drawn after loading, as the CPU path does
         if encoded is not None:
-            sample, (height, width) = encoded
+            height, width = encoded[1]
             plan = self.augmenter.plan((height, width), sample["polygons"], sample["ignore"], rng, counts)
             halved = halved_shape((height, width), plan.halvings)
             source = EncodedImage(sample["data"], plan.halvings, sample["path"])
             warp = plan.device_warp((0, 0), (halved[1], halved[0]))
         else:
-            sample = self.raw[index]
             height, width = sample["image"].shape[:2]
             plan = self.augmenter.plan((height, width), sample["polygons"], sample["ignore"], rng, counts)
             part, warp = plan.for_device(sample["image"])

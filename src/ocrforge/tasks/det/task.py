@@ -124,9 +124,12 @@ class DetectionTask(Task):
                           "model's cores, and DB's threshold map is not compiled there (seconds a batch at 640x640). "
                           "It is meant for GPU training; leave it off on the CPU.", stacklevel=2)
         with torch.autocast(device.type, enabled=False):
-            images = warp_batch(batch["image"], batch["warp"], size, self.augment_config.pad_value)
+            images, unreadable = warp_batch(batch["image"], batch["warp"], size, self.augment_config.pad_value)
             if batch["device_targets"]:
                 self.targets.device_part(batch["targets"], batch["device_targets"])
+        for index in unreadable:  # no image: nothing of the sample is learnt from (every family's masks read 0 so)
+            for maps in batch["targets"].values():
+                maps[index] = 0
         return images
 
     def forward_eval(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:

@@ -3,7 +3,7 @@
 
 Every pixel's value is a max over edges (``1 - d / D`` is largest at a polygon's nearest edge), so the batch is one
 (batch, edges, H, W) broadcast reduced over edges. Eagerly that costs a few full-size temporaries per edge; on CUDA
-the function is compiled once per edge-count bucket, which fuses it into one kernel that reads only the edges.
+the function is compiled once, for a fixed chunk of edges, which fuses it into one kernel that reads only the edges.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 
 # Eager evaluation handles this many edges at a time: (batch, chunk, H, W) float32 temporaries stay bounded.
 EDGE_CHUNK = 8
-# Edge counts are padded (with rows whose box is empty) up to a power of two from here: few compiled variants.
-MIN_EDGE_BUCKET = 16
+# The compiled map takes the edges this many at a time (rows whose box is empty pad the last chunk).
+FUSED_CHUNK = 32
 
 
 def _closeness(edges: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -52,12 +52,22 @@ _compiled_border_map = None
 
 
 def _fused_border_map(edges: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The compiled map over fixed chunks of ``FUSED_CHUNK`` edges (the last padded with empty rows), the batch size
+    marked dynamic: one graph whatever the edge count or batch size (skips, an epoch's last batch), never an
+    uncompiled (batch, edges, H, W) temporary."""
     global _compiled_border_map
     if _compiled_border_map is None:
         _compiled_border_map = torch.compile(_dense_border_map, dynamic=False)
-    bucket = max(MIN_EDGE_BUCKET, 1 << max(0, edges.shape[1] - 1).bit_length())
-    padded = torch.nn.functional.pad(edges, (0, 0, 0, bucket - edges.shape[1]))  # zero rows: empty boxes
-    return _compiled_border_map(padded, height, width)
+    count = max(1, -(-edges.shape[1] // FUSED_CHUNK)) * FUSED_CHUNK
+    padded = torch.nn.functional.pad(edges, (0, 0, 0, count - edges.shape[1]))  # zero rows: empty boxes
+    border = None
+    for first in range(0, count, FUSED_CHUNK):
+        chunk = padded[:, first:first + FUSED_CHUNK].contiguous()  # the strides too are the same every call
+        if chunk.shape[0] > 1:  # dynamo specialises sizes 0 and 1 anyway
+            torch._dynamo.mark_dynamic(chunk, 0)
+        part = _compiled_border_map(chunk, height, width)
+        border = part if border is None else torch.maximum(border, part)
+    return border
 
 
 def threshold_map(edges: torch.Tensor, height: int, width: int, thresh_min: float, thresh_max: float,

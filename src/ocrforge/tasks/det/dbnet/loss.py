@@ -19,7 +19,8 @@ def balanced_bce(prob: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, negat
     loss = F.binary_cross_entropy(prob.clamp(EPS, 1 - EPS), gt, reduction="none")
     positive_loss = (loss * positive).sum()
     if prob.is_cuda:
-        return _balanced_bce_on_device(loss * negative, positive_loss, positive.sum(), negative.sum(), negative_ratio)
+        return _balanced_bce_on_device(loss * negative, positive_loss, torch.count_nonzero(positive),
+                                       torch.count_nonzero(negative), negative_ratio)
     num_positive = int(positive.sum().item())
     num_negative = min(int(negative.sum().item()), int(num_positive * negative_ratio))
     if num_negative > 0:
@@ -30,11 +31,12 @@ def balanced_bce(prob: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, negat
 
 
 def _balanced_bce_on_device(negative_losses: torch.Tensor, positive_loss: torch.Tensor, num_positive: torch.Tensor,
-                            negative_sum: torch.Tensor, negative_ratio: float) -> torch.Tensor:
+                            num_negative_pixels: torch.Tensor, negative_ratio: float) -> torch.Tensor:
     """The same mining without reading the counts back to the host (``topk`` needs its k there: two syncs a step):
-    all negatives sorted, the first ``num_negative`` summed. Counts stay exact in float32 below 2**24 pixels."""
-    num_positive = torch.floor(num_positive)
-    num_negative = torch.minimum(torch.floor(negative_sum), torch.floor(num_positive * negative_ratio))
+    all negatives sorted, the first ``num_negative`` summed. The counts are int64 pixel counts (masks are 0/1), exact
+    at any batch size."""
+    wanted = torch.floor(num_positive.double() * negative_ratio).long()
+    num_negative = torch.minimum(num_negative_pixels, wanted)
     ranked = torch.sort(negative_losses.flatten(), descending=True).values
     kept = torch.arange(ranked.numel(), device=ranked.device) < num_negative
     negative_loss = (ranked * kept).sum()
