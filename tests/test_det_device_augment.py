@@ -292,3 +292,14 @@ def _unreadable(data, path):
     from ocrforge.data.images import SampleSkipped
 
     raise SampleSkipped("unreadable_image", path)
+
+
+def test_the_devices_bce_keeps_a_nan_for_the_non_finite_check() -> None:
+    from ocrforge.tasks.det.dbnet.loss import bce_keeping_nan
+
+    prob = torch.rand(3, 20, 20, generator=torch.Generator().manual_seed(1)).clamp(1e-6, 1 - 1e-6)
+    gt = (prob > 0.7).float()
+    expected = torch.nn.functional.binary_cross_entropy(prob, gt, reduction="none")
+    assert torch.allclose(bce_keeping_nan(prob, gt), expected, atol=1e-5)
+    prob[0, 0, 0] = float("nan")
+    assert torch.isnan(bce_keeping_nan(prob, gt).sum())  # F.binary_cross_entropy raises (asserts on CUDA) here

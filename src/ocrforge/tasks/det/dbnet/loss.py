@@ -16,11 +16,13 @@ def balanced_bce(prob: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, negat
     """BCE over all positives and the hardest ``negative_ratio`` × as many negatives (per batch, as DBNet does)."""
     positive = gt * mask
     negative = (1 - gt) * mask
-    loss = F.binary_cross_entropy(prob.clamp(EPS, 1 - EPS), gt, reduction="none")
-    positive_loss = (loss * positive).sum()
+    prob = prob.clamp(EPS, 1 - EPS)
     if prob.is_cuda:
-        return _balanced_bce_on_device(loss * negative, positive_loss, torch.count_nonzero(positive),
+        loss = bce_keeping_nan(prob, gt)
+        return _balanced_bce_on_device(loss * negative, (loss * positive).sum(), torch.count_nonzero(positive),
                                        torch.count_nonzero(negative), negative_ratio)
+    loss = F.binary_cross_entropy(prob, gt, reduction="none")  # the CPU path, bit-identical to before
+    positive_loss = (loss * positive).sum()
     num_positive = int(positive.sum().item())
     num_negative = min(int(negative.sum().item()), int(num_positive * negative_ratio))
     if num_negative > 0:
@@ -28,6 +30,13 @@ def balanced_bce(prob: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, negat
     else:
         negative_loss = loss.sum() * 0.0
     return (positive_loss + negative_loss) / (num_positive + num_negative + EPS)
+
+
+def bce_keeping_nan(prob: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Element-wise BCE of probabilities in [EPS, 1 - EPS], written out: F.binary_cross_entropy asserts on a NaN
+    input inside its CUDA kernel, which ends the process; this way a NaN reaches the loss, and the step is skipped
+    as non-finite."""
+    return (gt - 1) * torch.log(1 - prob) - gt * torch.log(prob)
 
 
 def _balanced_bce_on_device(negative_losses: torch.Tensor, positive_loss: torch.Tensor, num_positive: torch.Tensor,
