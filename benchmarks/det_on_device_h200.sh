@@ -6,6 +6,7 @@
 #            and R18 compiled.
 #   quality  the PP-OCRv5 mobile fine-tune recipe, short, trained with each path and tested on the same images.
 # Usage (repository root, ocrforge importable): benchmarks/det_on_device_h200.sh speed|quality OUT DIR
+#   (quality: EPOCHS=N, EXTRA="seed=7 ..." more overrides)
 #   DIR holds images/, gt/, train.txt and val.txt (ICDAR 2015 format).
 set -uo pipefail
 stage=$1 out=$2 dir=$3
@@ -42,7 +43,7 @@ elif [[ $stage == quality ]]; then
     timed "finetune_$path" python -m ocrforge.cli train configs/det/ppocrv5_mobile_det_finetune.yaml \
       -o "${train_data[@]}" "${val_data[@]}" data.train.num_workers="$workers" ${paths[$path]} \
       train.max_epochs="${EPOCHS:-20}" train.check_val_every_n_epoch=10 work_dir="$out/work_dirs" \
-      exp_name="finetune_$path" logging.tensorboard=false
+      exp_name="finetune_$path" logging.tensorboard=false ${EXTRA:-}
     cp "$out"/work_dirs/det/finetune_"$path"_*/metrics.json "$out/finetune_$path.json"
   done
 fi
