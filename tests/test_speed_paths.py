@@ -104,7 +104,7 @@ def test_reduced_jpeg_decode_stays_at_least_as_tall_as_asked() -> None:
 
 def test_jpegs_a_gpu_decodes_as_opencv_does_are_told_apart() -> None:
     """``device_decodable_jpeg``: sizes of baseline grey or colour JPEGs; None where a device decoder would differ
-    from cv2.imdecode or fail (progressive, CMYK, an EXIF rotation, not a JPEG)."""
+    from cv2.imdecode or fail (progressive, CMYK, 12-bit, an EXIF rotation, not a JPEG)."""
     image = Image.fromarray(np.zeros((40, 60, 3), np.uint8))
 
     def encoded(picture: Image.Image, **options) -> np.ndarray:
@@ -117,8 +117,11 @@ def test_jpegs_a_gpu_decodes_as_opencv_does_are_told_apart() -> None:
     assert device_decodable_jpeg(encoded(image)) == (40, 60)
     assert device_decodable_jpeg(encoded(image.convert("L"))) == (40, 60)
     assert device_decodable_jpeg(encoded(image, exif=upright)) == (40, 60)
+    twelve_bit = encoded(image).copy()
+    frame = bytes(twelve_bit).index(b"\xff\xc0")
+    twelve_bit[frame + 4] = 12  # the frame's sample precision
     for other in (encoded(image, exif=rotated), encoded(image, progressive=True), encoded(image.convert("CMYK")),
-                  encoded(image, format="PNG"), np.zeros(0, np.uint8)):
+                  encoded(image, format="PNG"), np.zeros(0, np.uint8), twelve_bit):
         assert device_decodable_jpeg(other) is None
 
 

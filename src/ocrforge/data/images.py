@@ -29,23 +29,26 @@ def jpeg_height(data: bytes | np.ndarray) -> int | None:
     """The height in a JPEG's frame header, found by walking the segments before it (a few, at the file's start);
     None for anything else."""
     header = _jpeg_header(data)
-    return header[1] if header else None
+    return header[2] if header else None
 
 
 def device_decodable_jpeg(data: bytes | np.ndarray) -> tuple[int, int] | None:
-    """(H, W) of a JPEG that decodes the same anywhere, nvJPEG included: baseline or extended sequential, grey or
-    colour, no EXIF rotation (cv2.imdecode applies it, GPU decoders do not). None for anything else."""
+    """(H, W) of a JPEG that GPU decoders read as cv2.imdecode does, up to chroma upsampling: baseline or extended
+    sequential, 8-bit, grey or colour, no EXIF rotation (cv2.imdecode applies it, GPU decoders do not). None for
+    anything else."""
     header = _jpeg_header(data)
     if header is None:
         return None
-    marker, height, width, components, orientation = header
-    if marker not in (0xC0, 0xC1) or components not in (1, 3) or orientation not in (None, 1) or not height * width:
+    marker, precision, height, width, components, orientation = header
+    if (marker not in (0xC0, 0xC1) or precision != 8 or components not in (1, 3) or orientation not in (None, 1)
+            or not height * width):
         return None
     return height, width
 
 
-def _jpeg_header(data: bytes | np.ndarray) -> tuple[int, int, int, int, int | None] | None:
-    """(frame marker, height, width, components, EXIF orientation or None) from the segments before the frame."""
+def _jpeg_header(data: bytes | np.ndarray) -> tuple[int, int, int, int, int, int | None] | None:
+    """(frame marker, sample precision, height, width, components, EXIF orientation or None) from the segments
+    before the frame."""
     if bytes(data[:2]) != b"\xff\xd8":
         return None
     at, end, orientation = 2, len(data), None
@@ -56,8 +59,8 @@ def _jpeg_header(data: bytes | np.ndarray) -> tuple[int, int, int, int, int | No
         if marker == 0xFF:  # fill byte
             at += 1
         elif marker in _JPEG_FRAME_MARKERS:
-            return (marker, int(data[at + 5]) << 8 | int(data[at + 6]), int(data[at + 7]) << 8 | int(data[at + 8]),
-                    int(data[at + 9]), orientation)
+            return (marker, int(data[at + 4]), int(data[at + 5]) << 8 | int(data[at + 6]),
+                    int(data[at + 7]) << 8 | int(data[at + 8]), int(data[at + 9]), orientation)
         elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
             at += 2
         else:
