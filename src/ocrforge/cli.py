@@ -266,6 +266,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OcrforgeError, FileNotFoundError) as exc:
         print(f"ocrforge {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Destroy the process group a distributed run leaves behind. Left to interpreter exit, gloo's threads can be
+    torn down while still joinable, which aborts a process that has finished its work ("terminate called without
+    an active exception", exit -6). Looked up in sys.modules: commands that never imported torch stay without it."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
