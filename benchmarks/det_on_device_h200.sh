@@ -12,13 +12,7 @@ set -uo pipefail
 stage=$1 out=$2 dir=$3
 workers=${WORKERS:-15} seconds=${SECONDS_PER_PART:-8} steps=${STEPS:-60}
 mkdir -p "$out"
-note() { echo "$*" | tee -a "$out/summary.txt"; }
-timed() {  # NAME COMMAND...: stdout and stderr to OUT/NAME.log, wall time and exit status to the summary
-  local name=$1 began=$SECONDS
-  shift
-  "$@" > "$out/$name.log" 2>&1
-  note "$name rc=$? $((SECONDS - began))s"
-}
+source "$(dirname "$0")/lib.sh"  # note, timed
 train_data=(data.train.images_dir="$dir/images" data.train.labels="$dir/gt" data.train.files="$dir/train.txt")
 val_data=(data.val.images_dir="$dir/images" data.val.labels="$dir/gt" data.val.files="$dir/val.txt")
 declare -A paths=([cpu]="data.augment.on_device=false" [on_device]="data.augment.on_device=true"

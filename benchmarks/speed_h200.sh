@@ -14,13 +14,7 @@ workers=${WORKERS:-15} steps=${STEPS:-250} seconds=${SECONDS_PER_PART:-8} num=${
 mobile=configs/rec/ppocr_mobile_synth.yaml
 mkdir -p "$out"
 
-note() { echo "$*" | tee -a "$out/summary.txt"; }
-timed() {  # NAME COMMAND...: stdout and stderr to OUT/NAME.log, wall time and exit status to the summary
-  local name=$1 began=$SECONDS
-  shift
-  "$@" > "$out/$name.log" 2>&1
-  note "$name rc=$? $((SECONDS - began))s"
-}
+source "$(dirname "$0")/lib.sh"  # note, timed
 parts() {  # NAME CONFIG PARTS OVERRIDES...: ocrforge bench through the Python API (PARTS e.g. data or model)
   python - "$out/$1.json" "$seconds" "${@:2}" <<'EOF'
 import json, sys

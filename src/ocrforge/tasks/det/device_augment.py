@@ -104,26 +104,26 @@ def _source_batch(sources: list[torch.Tensor | EncodedImage], pad_value: int, de
 
 
 def _decode(files: list[EncodedImage], device: torch.device) -> list[torch.Tensor | None]:
-    """(3, H, W) uint8 RGB images, decoded in one batched call; a batch the decoder rejects is decoded file by file,
-    with OpenCV (as the workers would) for the files it still rejects. None, with a warning naming the file, for a
-    file nothing decodes: the batch is built, so it is left out of the loss rather than skipped."""
+    """(3, H, W) uint8 RGB images, decoded in one batched call; a batch the decoder rejects is decoded file by file
+    (``_decode_file``)."""
     try:
         return decode_jpeg([torch.from_numpy(f.data) for f in files], mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
-        images = []
-        for file in files:
-            try:
-                images.append(decode_jpeg(torch.from_numpy(file.data), mode=ImageReadMode.RGB, device=device))
-                continue
-            except RuntimeError:
-                pass
-            try:
-                images.append(torch.from_numpy(decode_image(file.data, file.path)).permute(2, 0, 1).to(device))
-            except SampleSkipped:
-                warnings.warn(f"{file.path}: a JPEG file no decoder reads (its header looked sound): left out of "
-                              f"this step's loss", stacklevel=2)
-                images.append(None)
-        return images
+        return [_decode_file(file, device) for file in files]
+
+
+def _decode_file(file: EncodedImage, device: torch.device) -> torch.Tensor | None:
+    """One file, with OpenCV (as the workers would) if the device decoder rejects it. None, with a warning naming
+    the file, if nothing decodes it: the batch is built, so it is left out of the loss rather than skipped."""
+    try:
+        return decode_jpeg(torch.from_numpy(file.data), mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        try:
+            return torch.from_numpy(decode_image(file.data, file.path)).permute(2, 0, 1).to(device)
+        except SampleSkipped:
+            warnings.warn(f"{file.path}: a JPEG file no decoder reads (its header looked sound): left out of this "
+                          f"step's loss", stacklevel=3)
+            return None
 
 
 def pyr_down(image: torch.Tensor) -> torch.Tensor:
