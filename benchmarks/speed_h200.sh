@@ -14,20 +14,7 @@ workers=${WORKERS:-15} steps=${STEPS:-250} seconds=${SECONDS_PER_PART:-8} num=${
 mobile=configs/rec/ppocr_mobile_synth.yaml
 mkdir -p "$out"
 
-source "$(dirname "$0")/lib.sh"  # note, timed
-parts() {  # NAME CONFIG PARTS OVERRIDES...: ocrforge bench through the Python API (PARTS e.g. data or model)
-  python - "$out/$1.json" "$seconds" "${@:2}" <<'EOF'
-import json, sys
-from ocrforge.config import load_config
-from ocrforge.runners.bench import bench
-out, seconds, config, parts, *overrides = sys.argv[1:]
-report = bench(load_config(config, overrides), seconds=float(seconds), warmup_seconds=float(seconds) / 2, steps=20,
-               amp=True, parts=tuple(parts.split(",")))
-open(out, "w").write(json.dumps(report, indent=1) + "\n")
-print(json.dumps({k: report[k] for k in ("data", "model", "end_to_end") if k in report}))
-EOF
-}
-
+source "$(dirname "$0")/lib.sh"  # note, timed, parts
 if [[ $stage == rec ]]; then
   train=(python benchmarks/train_speed.py "$mobile" --steps "$steps" --skip 60 --sync-steps 5)
   if [[ -n $extra ]]; then

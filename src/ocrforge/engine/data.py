@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..config.schema import split_data_spec
 from ..data.collate import SkipSafeDataset, make_collate
+from ..data.packing import PackedBatchLoader
 from ..errors import ConfigError
 from ..tasks.base import Task
 from .samplers import EpochIndexSampler, LengthBucketBatchSampler, UnpaddedEvalSampler
@@ -55,14 +56,15 @@ def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, n
         cv2.setNumThreads(1)
     batching = ({"batch_sampler": batch_sampler} if batch_sampler is not None else
                 {"batch_size": loader["batch_size"], "sampler": sampler, "drop_last": loader["drop_last"] and training})
-    return DataLoader(
+    pack = training and workers > 0  # training batches are the ones that must keep up with the device
+    return (PackedBatchLoader if pack else DataLoader)(
         SkipSafeDataset(dataset, seed),
         **batching,
         num_workers=workers,
         pin_memory=loader["pin_memory"],
         persistent_workers=loader["persistent_workers"] and workers > 0,
         prefetch_factor=loader["prefetch_factor"] if workers > 0 else None,
-        collate_fn=make_collate(task.collate),
+        collate_fn=make_collate(task.collate, pack=pack),
     )
 
 
