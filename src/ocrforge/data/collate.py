@@ -59,8 +59,8 @@ def chw_tensor(image: np.ndarray) -> torch.Tensor:
 def make_collate(inner: Callable[[list[dict]], dict] = default_collate,
                  pack: bool = False) -> Callable[[Sequence[dict]], dict]:
     """The task's collate function ``inner`` over the kept samples, with the skips and counts. ``pack``: in a
-    worker process, the batch's tensors travel in one buffer (``packing.pack_tensors``; unpacked after the transfer
-    to the device)."""
+    worker process, the batch's tensors travel in one buffer (``packing.pack_tensors``; ``PackedBatchLoader``
+    unpacks them)."""
 
     def collate(samples: Sequence[dict]) -> dict:
         skipped = Counter(s[SKIP_KEY] for s in samples if SKIP_KEY in s)
