@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate, get_worker_info
+from torch.utils.data import Dataset, default_collate
 
 from .images import SampleSkipped
-from .packing import pack_tensors
 
 SKIP_KEY = "_skipped"
 # The skipped samples themselves, a list per batch: ``{"index", "skipped": reason, "detail", **sample_info}`` where
@@ -56,12 +55,7 @@ def chw_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
-def make_collate(inner: Callable[[list[dict]], dict] = default_collate,
-                 pack: bool = False) -> Callable[[Sequence[dict]], dict]:
-    """The task's collate function ``inner`` over the kept samples, with the skips and counts. ``pack``: in a
-    worker process, the batch's tensors travel in one buffer (``packing.pack_tensors``; ``PackedBatchLoader``
-    unpacks them)."""
-
+def make_collate(inner: Callable[[list[dict]], dict] = default_collate) -> Callable[[Sequence[dict]], dict]:
     def collate(samples: Sequence[dict]) -> dict:
         skipped = Counter(s[SKIP_KEY] for s in samples if SKIP_KEY in s)
         kept = [s for s in samples if SKIP_KEY not in s]
@@ -73,6 +67,6 @@ def make_collate(inner: Callable[[list[dict]], dict] = default_collate,
         batch[SKIPPED_ITEMS_KEY] = [s[SKIPPED_ITEMS_KEY] for s in samples if SKIP_KEY in s]
         batch[COUNT_KEY] = dict(counts)
         batch["batch_size"] = len(kept)  # a host int: reading a device tensor each step would stall the GPU queue
-        return pack_tensors(batch) if pack and get_worker_info() is not None else batch
+        return batch
 
     return collate

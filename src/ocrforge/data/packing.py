@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 PACKED_KEY = "_packed"
 _ALIGN = 64  # every tensor starts on a 64-byte boundary: a dtype view needs its offset to be a multiple of its size
@@ -93,8 +93,24 @@ def _map_leaves(value: Any, kind: type, function: Callable[[Any], Any]) -> Any:
 
 
 class PackedBatchLoader(DataLoader):
-    """A DataLoader whose workers pack their batches (a collate function ending in ``pack_tensors``); it yields them
+    """A DataLoader whose workers pack each batch ``collate_fn`` makes (``pack_tensors``) and that yields them
     unpacked."""
+
+    def __init__(self, dataset: Dataset, *, collate_fn: Callable[[list], dict], **options: Any) -> None:
+        # Lightning may build a loader again from this one's attributes: a collate function packing already stays.
+        packing = collate_fn if isinstance(collate_fn, _PackingCollate) else _PackingCollate(collate_fn)
+        super().__init__(dataset, collate_fn=packing, **options)
 
     def __iter__(self) -> Iterator[Any]:
         return map(unpack_tensors, super().__iter__())
+
+
+class _PackingCollate:
+    """``collate`` then ``pack_tensors``, in the workers (a class, not a closure, so it pickles where its collate
+    function does)."""
+
+    def __init__(self, collate: Callable[[list], dict]) -> None:
+        self.collate = collate
+
+    def __call__(self, samples: list) -> dict[str, Any]:
+        return pack_tensors(self.collate(samples))

@@ -64,7 +64,7 @@ def build_dataloader(task: Task, split: str, *, training: bool, seed: int = 0, n
         pin_memory=loader["pin_memory"],
         persistent_workers=loader["persistent_workers"] and workers > 0,
         prefetch_factor=loader["prefetch_factor"] if workers > 0 else None,
-        collate_fn=make_collate(task.collate, pack=pack),
+        collate_fn=make_collate(task.collate),
     )
 
 
